@@ -1,20 +1,20 @@
 """The one exception tree, and the only place error spellings of the wire live.
 
-    MockServerError                      anything mockserver raises on purpose
-    ├── ConfigError                      bad settings at startup or in an admin patch (names key + layer)
-    └── APIError                         an Anthropic error response: knows status and error.type
-        ├── InvalidRequestError          400 invalid_request_error
-        ├── AuthenticationError          401 authentication_error
-        ├── PermissionDeniedError        403 permission_error
-        ├── NotFoundError                404 not_found_error
-        ├── MethodNotAllowedError        405 invalid_request_error
-        ├── ConflictError                409 conflict_error
-        ├── RequestTooLargeError         413 request_too_large
-        ├── RateLimitError               429 rate_limit_error
-        ├── InternalServerError          500 api_error
-        ├── ServiceUnavailableError      503 api_error (store outage)
-        ├── GatewayTimeoutError          504 timeout_error
-        └── OverloadedError              529 overloaded_error
+MockServerError                      anything mockserver raises on purpose
+├── ConfigError                      bad settings at startup or in an admin patch (names key + layer)
+└── APIError                         an Anthropic error response: knows status and error.type
+    ├── InvalidRequestError          400 invalid_request_error
+    ├── AuthenticationError          401 authentication_error
+    ├── PermissionDeniedError        403 permission_error
+    ├── NotFoundError                404 not_found_error
+    ├── MethodNotAllowedError        405 invalid_request_error
+    ├── ConflictError                409 conflict_error
+    ├── RequestTooLargeError         413 request_too_large
+    ├── RateLimitError               429 rate_limit_error
+    ├── InternalServerError          500 api_error
+    ├── ServiceUnavailableError      503 api_error (store outage)
+    ├── GatewayTimeoutError          504 timeout_error
+    └── OverloadedError              529 overloaded_error
 """
 
 from __future__ import annotations

@@ -1,0 +1,60 @@
+"""`create_app`: wiring only. Routes, error rendering and shared state; no logic, nothing at import."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mockserver.clock import Clock
+from mockserver.errors import APIError, InternalServerError, MethodNotAllowedError, NotFoundError
+from mockserver.routes import messages, models
+from mockserver.runtime import Runtime, ServerState
+from mockserver.settings import Settings
+from mockserver.web import error_response
+
+log = logging.getLogger("mockserver")
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
+    state = ServerState(Runtime.from_settings(settings or Settings()), clock=clock)
+    routes = [
+        Route("/v1/messages", messages.create_message, methods=["POST"]),
+        Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
+        Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+    )
+    app.state.mock = state
+    return app
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: APIError = MethodNotAllowedError(
+            f"Method {request.method} is not allowed for {request.url.path}", headers=exc.headers
+        )
+    elif exc.status_code == 404:
+        error = NotFoundError(f"Not found: {request.method} {request.url.path}")
+    else:
+        error = APIError(exc.detail, status=exc.status_code)
+    return error_response(request, error)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # A bug in mockserver must still look like the API (a retryable 500), not like a traceback.
+    log.exception("unexpected error while serving %s %s", request.method, request.url.path)
+    return error_response(request, InternalServerError("Internal server error"))

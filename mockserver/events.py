@@ -1,0 +1,129 @@
+"""The Anthropic stream event sequence as data, one `Event` per SSE message (names live here only).
+
+Every delta carries the number of output tokens it delivers, so the pacer can time it and the
+limiter can be told how many tokens a stream produced before its client went away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from mockserver.replies import Reply, TextPart, ThinkingPart, ToolUsePart
+
+MESSAGE_START = "message_start"
+CONTENT_BLOCK_START = "content_block_start"
+CONTENT_BLOCK_DELTA = "content_block_delta"
+CONTENT_BLOCK_STOP = "content_block_stop"
+MESSAGE_DELTA = "message_delta"
+MESSAGE_STOP = "message_stop"
+PING = "ping"
+ERROR = "error"
+
+# The field of each delta type that holds its growing text; deltas of one type can be merged.
+_DELTA_TEXT = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    data: dict[str, Any]
+    tokens: int = 0
+
+    def mergeable_with(self, other: Event) -> bool:
+        if self.name != CONTENT_BLOCK_DELTA or other.name != CONTENT_BLOCK_DELTA:
+            return False
+        return (
+            self.data["index"] == other.data["index"]
+            and self.delta_type == other.delta_type
+            and (self.delta_type in _DELTA_TEXT)
+        )
+
+    @property
+    def delta_type(self) -> str | None:
+        return self.data["delta"]["type"] if self.name == CONTENT_BLOCK_DELTA else None
+
+    def merged(self, other: Event) -> Event:
+        field = _DELTA_TEXT[self.data["delta"]["type"]]
+        delta = {
+            "type": self.data["delta"]["type"],
+            field: self.data["delta"][field] + other.data["delta"][field],
+        }
+        data = {"type": CONTENT_BLOCK_DELTA, "index": self.data["index"], "delta": delta}
+        return Event(CONTENT_BLOCK_DELTA, data, self.tokens + other.tokens)
+
+
+PING_EVENT = Event(PING, {"type": PING})
+
+
+def message_start(reply: Reply, message_id: str) -> Event:
+    message = reply.message(message_id)
+    message["content"] = []
+    message["stop_reason"] = None
+    message["stop_sequence"] = None
+    message["usage"] = reply.usage.to_json(output_tokens=1)
+    return Event(MESSAGE_START, {"type": MESSAGE_START, "message": message})
+
+
+def reply_events(reply: Reply, message_id: str) -> Iterator[Event]:
+    """The whole stream for a reply: one token per delta (the pacer merges them as timing allows)."""
+    yield message_start(reply, message_id)
+    for index, part in enumerate(reply.parts):
+        yield _block_start(index, part)
+        if index == 0:
+            yield PING_EVENT  # the real API sends one ping right after the first block starts
+        yield from _block_deltas(index, part)
+        yield Event(CONTENT_BLOCK_STOP, {"type": CONTENT_BLOCK_STOP, "index": index})
+    yield message_delta(reply, reply.usage.output_tokens)
+    yield Event(MESSAGE_STOP, {"type": MESSAGE_STOP})
+
+
+def message_delta(reply: Reply, output_tokens: int, *, stop_reason: str | None = None) -> Event:
+    usage: dict[str, Any] = {
+        "input_tokens": reply.usage.input_tokens,
+        "cache_creation_input_tokens": reply.usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": reply.usage.cache_read_input_tokens,
+        "output_tokens": output_tokens,
+    }
+    if reply.usage.thinking_tokens:
+        usage["output_tokens_details"] = {"thinking_tokens": reply.usage.thinking_tokens}
+    delta = {"stop_reason": stop_reason or reply.stop_reason, "stop_sequence": reply.stop_sequence}
+    return Event(MESSAGE_DELTA, {"type": MESSAGE_DELTA, "delta": delta, "usage": usage})
+
+
+def error_event(error_type: str, message: str) -> Event:
+    return Event(ERROR, {"type": ERROR, "error": {"type": error_type, "message": message}})
+
+
+def _block_start(index: int, part: TextPart | ThinkingPart | ToolUsePart) -> Event:
+    if isinstance(part, TextPart):
+        block: dict[str, Any] = {"type": "text", "text": ""}
+    elif isinstance(part, ThinkingPart):
+        block = {"type": "thinking", "thinking": "", "signature": ""}
+    else:
+        block = {"type": "tool_use", "id": part.id, "name": part.name, "input": {}}
+    return Event(CONTENT_BLOCK_START, {"type": CONTENT_BLOCK_START, "index": index, "content_block": block})
+
+
+def _block_deltas(index: int, part: TextPart | ThinkingPart | ToolUsePart) -> Iterator[Event]:
+    def delta(body: dict[str, Any], tokens: int) -> Event:
+        return Event(
+            CONTENT_BLOCK_DELTA, {"type": CONTENT_BLOCK_DELTA, "index": index, "delta": body}, tokens
+        )
+
+    if isinstance(part, TextPart):
+        for piece in part.pieces:
+            yield delta({"type": "text_delta", "text": piece}, 1)
+    elif isinstance(part, ToolUsePart):
+        yield delta({"type": "input_json_delta", "partial_json": ""}, 0)
+        for piece in part.pieces:
+            yield delta({"type": "input_json_delta", "partial_json": piece}, 1)
+    else:
+        hidden = 0
+        for piece in part.pieces:
+            if part.visible:
+                yield delta({"type": "thinking_delta", "thinking": piece}, 1)
+            else:
+                hidden += 1
+        yield delta({"type": "signature_delta", "signature": part.signature}, hidden)

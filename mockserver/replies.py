@@ -1,0 +1,300 @@
+"""The planner: what the model "says" to a request, decided once, as data.
+
+A `Reply` holds every output block as token pieces, the stop reason and the usage. The JSON body, the
+SSE stream and batch results are all renderings of the same `Reply`, so they cannot disagree.
+The content is seeded by the server seed and the request's content (not its speed: fast mode is
+the same model with the same weights, so it says the same thing, only faster).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import orjson
+
+from mockserver.canned import CannedReplies, CannedReply
+from mockserver.fake_json import fake_value
+from mockserver.tokens import split_tokens
+
+Speed = Literal["standard", "fast"]
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal"]
+
+_VOCABULARY = """
+the model answer builds on your request with care and keeps each step small so that tests can
+read it back exactly every reply here comes from a seeded generator which means the same
+request gives the same words while speed changes only how fast they arrive fast mode runs the
+same weights with a quicker inference path and reports its speed in usage a client should
+handle rate limits by waiting for retry after or by sending the request again at standard speed
+streaming shows tokens as they are produced and the final message matches what a plain request
+returns tools receive inputs that follow their schema thinking blocks carry a signature that
+clients send back unchanged
+"""
+_WORDS = tuple(_VOCABULARY.split())
+_TEXT_TOKENS = (24, 120)
+_PREAMBLE_TOKENS = (6, 16)
+_THINKING_TOKENS = (16, 96)
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    pieces: tuple[str, ...]
+    type: Literal["text"] = "text"
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingPart:
+    pieces: tuple[str, ...]
+    signature: str
+    visible: bool = True  # display: "omitted" bills the thinking but returns it empty
+    type: Literal["thinking"] = "thinking"
+
+    @property
+    def thinking(self) -> str:
+        return "".join(self.pieces) if self.visible else ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "thinking", "thinking": self.thinking, "signature": self.signature}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUsePart:
+    id: str
+    name: str
+    input: dict[str, Any]
+    pieces: tuple[str, ...]  # the JSON text of `input`, as streamed in input_json_delta fragments
+    type: Literal["tool_use"] = "tool_use"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "tool_use", "id": self.id, "name": self.name, "input": self.input}
+
+
+Part = TextPart | ThinkingPart | ToolUsePart
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    speed: Speed
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    ephemeral_5m_input_tokens: int = 0
+    ephemeral_1h_input_tokens: int = 0
+    service_tier: str = "standard"
+    thinking_tokens: int = 0
+
+    def to_json(self, *, output_tokens: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.ephemeral_5m_input_tokens,
+                "ephemeral_1h_input_tokens": self.ephemeral_1h_input_tokens,
+            },
+            "output_tokens": self.output_tokens if output_tokens is None else output_tokens,
+            "service_tier": self.service_tier,
+            "speed": self.speed,
+            "inference_geo": "not_available",
+        }
+        if self.thinking_tokens:
+            body["output_tokens_details"] = {"thinking_tokens": self.thinking_tokens}
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    model: str
+    parts: tuple[Part, ...]
+    stop_reason: StopReason
+    stop_sequence: str | None
+    usage: Usage
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        # Key order as recorded from the real API.
+        return {
+            "model": self.model,
+            "id": message_id,
+            "type": "message",
+            "role": "assistant",
+            "content": [part.to_json() for part in self.parts],
+            "stop_reason": self.stop_reason,
+            "stop_sequence": self.stop_sequence,
+            "usage": self.usage.to_json(),
+        }
+
+    def with_usage(self, **changes: Any) -> Reply:
+        return replace(self, usage=replace(self.usage, **changes))
+
+
+@dataclass(frozen=True)
+class Planner:
+    seed: int = 0
+    canned: CannedReplies = field(default_factory=CannedReplies)
+
+    def plan(self, raw: Mapping[str, Any], *, model: str, speed: Speed, input_tokens: int) -> Reply:
+        rng = random.Random(self._seed_for(raw, model))
+        budget = _Budget(int(raw["max_tokens"]))
+        parts: list[Part] = []
+        stop_reason: StopReason = "end_turn"
+        stop_sequence = None
+
+        thinking = raw.get("thinking") or {}
+        if thinking.get("type") in ("enabled", "adaptive") and budget.left:
+            cap = thinking.get("budget_tokens", _THINKING_TOKENS[1])
+            pieces = budget.take(_sentences(rng, min(rng.randint(*_THINKING_TOKENS), cap)))
+            digest = hashlib.sha256(("".join(pieces) + str(self.seed)).encode()).digest()
+            signature = "Eo" + base64.b64encode(digest * 3).decode()
+            parts.append(ThinkingPart(tuple(pieces), signature, thinking.get("display") != "omitted"))
+
+        canned = self.canned.match(raw.get("messages", ()), model)
+        tool = _tool_to_call(raw, canned)
+        if canned is not None and canned.text is not None:
+            text_pieces = split_tokens(canned.text)
+        elif tool is not None and _forced(raw):
+            text_pieces = []  # a forced tool call is prefilled by the API: no preamble
+        elif (schema := _output_schema(raw)) is not None:
+            text_pieces = split_tokens(orjson.dumps(fake_value(schema, rng)).decode())
+        else:
+            text_pieces = _sentences(rng, rng.randint(*(_PREAMBLE_TOKENS if tool else _TEXT_TOKENS)))
+
+        if text_pieces:
+            text_pieces, stop_sequence = _cut_at_stop_sequence(text_pieces, raw.get("stop_sequences") or ())
+            taken = budget.take(text_pieces)
+            if taken or budget.left == 0:
+                parts.append(TextPart(tuple(taken)))
+        if stop_sequence is not None:
+            stop_reason, tool = "stop_sequence", None
+        if tool is not None and budget.left:
+            name, schema, fixed_input = tool
+            tool_input = fixed_input if fixed_input is not None else fake_value(schema, rng)
+            pieces = split_tokens(orjson.dumps(tool_input).decode())
+            if budget.fits(pieces):
+                parts.append(ToolUsePart(_tool_use_id(rng), name, tool_input, tuple(budget.take(pieces))))
+                stop_reason = "tool_use"
+            else:
+                budget.exhaust()
+        if budget.truncated:
+            stop_reason, stop_sequence = "max_tokens", None
+        elif canned is not None and canned.stop_reason is not None and stop_reason == "end_turn":
+            stop_reason = canned.stop_reason
+        thinking_tokens = sum(len(p.pieces) for p in parts if isinstance(p, ThinkingPart))
+        usage = Usage(input_tokens, budget.used, speed, thinking_tokens=thinking_tokens)
+        return Reply(model, tuple(parts), stop_reason, stop_sequence, usage)
+
+    def _seed_for(self, raw: Mapping[str, Any], model: str) -> int:
+        content = {
+            k: raw.get(k) for k in ("messages", "system", "tools", "tool_choice", "thinking", "output_config")
+        }
+        content["model"] = model
+        digest = hashlib.sha256(str(self.seed).encode() + orjson.dumps(content, option=orjson.OPT_SORT_KEYS))
+        return int.from_bytes(digest.digest()[:8], "big")
+
+
+class _Budget:
+    """Output tokens left under `max_tokens`; thinking and tool input spend from the same pool."""
+
+    def __init__(self, max_tokens: int) -> None:
+        self.left = max_tokens
+        self.used = 0
+        self.truncated = False
+
+    def fits(self, pieces: Sequence[str]) -> bool:
+        return len(pieces) <= self.left
+
+    def take(self, pieces: Sequence[str]) -> list[str]:
+        taken = list(pieces[: self.left])
+        if len(taken) < len(pieces):
+            self.truncated = True
+        self.left -= len(taken)
+        self.used += len(taken)
+        return taken
+
+    def exhaust(self) -> None:
+        self.truncated = True
+
+
+def _sentences(rng: random.Random, tokens: int) -> list[str]:
+    pieces: list[str] = []
+    while len(pieces) < tokens:
+        length = rng.randint(5, 14)
+        words = [rng.choice(_WORDS) for _ in range(length)]
+        words[0] = words[0].capitalize()
+        for word in words:
+            pieces.append(word if not pieces else " " + word)
+        pieces.append(".")
+    return pieces[:tokens]
+
+
+def _cut_at_stop_sequence(pieces: list[str], stops: Sequence[str]) -> tuple[list[str], str | None]:
+    text = "".join(pieces)
+    hits = [(text.find(s), s) for s in stops if s and s in text]
+    if not hits:
+        return pieces, None
+    at, stop = min(hits)
+    return split_tokens(text[:at]), stop
+
+
+def _forced(raw: Mapping[str, Any]) -> bool:
+    return (raw.get("tool_choice") or {}).get("type") in ("any", "tool")
+
+
+def _tool_to_call(raw: Mapping[str, Any], canned: CannedReply | None) -> tuple[str, Any, Any] | None:
+    """(name, input schema, fixed input or None) of the tool to call; None for a text-only reply.
+
+    `any`/`tool` force a call. Under `auto` the mock calls a tool when the last user turn names it
+    (and is not itself a tool result), which lets tests drive a tool loop deterministically.
+    """
+    tools = {t["name"]: t["input_schema"] for t in raw.get("tools") or () if "input_schema" in t}
+    choice = raw.get("tool_choice") or {"type": "auto"}
+    if canned is not None and canned.tool_name in tools:
+        return canned.tool_name, tools[canned.tool_name], canned.tool_input
+    if not tools or choice["type"] == "none":
+        return None
+    if choice["type"] == "tool":
+        return (choice["name"], tools[choice["name"]], None) if choice["name"] in tools else None
+    if choice["type"] == "any":
+        name = next(iter(tools))
+        return name, tools[name], None
+    last = _last_user_text(raw.get("messages") or ())
+    if last is None:
+        return None
+    for name, schema in tools.items():
+        if name in last:
+            return name, schema, None
+    return None
+
+
+def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message["content"]
+        if isinstance(content, str):
+            return content
+        if any(block.get("type") == "tool_result" for block in content):
+            return None
+        return " ".join(block.get("text", "") for block in content if block.get("type") == "text")
+    return None
+
+
+def _output_schema(raw: Mapping[str, Any]) -> Any:
+    fmt = (raw.get("output_config") or {}).get("format") or {}
+    return fmt.get("schema") if fmt.get("type") == "json_schema" else None
+
+
+def _tool_use_id(rng: random.Random) -> str:
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    return "toolu_01" + "".join(rng.choice(alphabet) for _ in range(22))

@@ -1,0 +1,88 @@
+"""POST /v1/messages and POST /v1/messages/count_tokens: parse, route, plan, deliver."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from mockserver.errors import InvalidRequestError
+from mockserver.fastmode import route
+from mockserver.ids import message_id
+from mockserver.runtime import Runtime, ServerState
+from mockserver.settings import ModelEntry
+from mockserver.streaming import generation_seconds, stream_reply
+from mockserver.tokens import count_input
+from mockserver.validation import (
+    MessagesRequest,
+    parse_count_tokens_request,
+    parse_messages_request,
+    read_caller,
+)
+from mockserver.web import json_response, new_request_id, read_body
+
+SSE_HEADERS = {"cache-control": "no-cache"}
+
+
+async def create_message(request: Request) -> Response:
+    state: ServerState = request.app.state.mock
+    runtime = state.runtime
+    caller = read_caller(request.headers, known_betas=runtime.known_betas)
+    parsed = parse_messages_request(await read_body(request, runtime.settings.max_body_bytes), caller)
+    body = parsed.body
+    chosen = route(runtime.catalog, body.model, body.speed, caller.betas)
+    input_tokens = count_input(
+        messages=parsed.raw["messages"], system=body_system(parsed), tools=parsed.raw.get("tools")
+    )
+    check_limits_of_model(chosen.model, body.max_tokens, input_tokens, body.model)
+    check_tool_choice(parsed)
+    reply = runtime.planner.plan(
+        parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=input_tokens
+    )
+    headers = {"request-id": new_request_id(request)}
+    if body.stream:
+        stream = stream_reply(reply, message_id(), runtime, state.clock, chosen.model)
+        return StreamingResponse(
+            stream, media_type="text/event-stream; charset=utf-8", headers={**headers, **SSE_HEADERS}
+        )
+    if runtime.settings.timing.pace_non_streaming:
+        await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
+    return json_response(request, reply.message(message_id()), headers=headers)
+
+
+async def count_tokens(request: Request) -> Response:
+    state: ServerState = request.app.state.mock
+    runtime: Runtime = state.runtime
+    caller = read_caller(request.headers, known_betas=None)
+    _ = caller
+    body, raw = parse_count_tokens_request(await read_body(request, runtime.settings.max_body_bytes))
+    route(runtime.catalog, body.model, body.speed, caller.betas)
+    tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
+    return json_response(request, {"input_tokens": tokens})
+
+
+def body_system(parsed: MessagesRequest) -> object:
+    return parsed.raw.get("system")
+
+
+def check_limits_of_model(model: ModelEntry, max_tokens: int, input_tokens: int, name: str) -> None:
+    if max_tokens > model.max_tokens:
+        raise InvalidRequestError(
+            f"max_tokens: {max_tokens} > {model.max_tokens}, which is the maximum allowed number of output "
+            f"tokens for {name}"
+        )
+    if input_tokens + max_tokens > model.max_input_tokens:
+        raise InvalidRequestError(
+            f"prompt is too long: {input_tokens} tokens + max_tokens {max_tokens} > {model.max_input_tokens} "
+            "maximum"
+        )
+
+
+def check_tool_choice(parsed: MessagesRequest) -> None:
+    choice = parsed.body.tool_choice
+    if choice is None or choice.type in ("auto", "none"):
+        return
+    names = [tool.name for tool in parsed.body.tools or ()]
+    if not names:
+        raise InvalidRequestError(f"tool_choice: type '{choice.type}' requires `tools` to be set")
+    if choice.type == "tool" and choice.name not in names:
+        raise InvalidRequestError(f"tool_choice.name: tool '{choice.name}' is not one of the request's tools")

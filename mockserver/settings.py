@@ -1,0 +1,227 @@
+"""One frozen `Settings` tree, built from layers: defaults < TOML file < `MOCKSERVER_*` env < CLI.
+
+Each layer is a plain nested dict plus a description of where it came from. Layers are merged
+(dicts deeply, everything else replaced), then validated once; a bad key or value is reported with
+its dotted name and the layer that supplied it, because "invalid setting" alone sends people
+hunting through four places.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mockserver.errors import ConfigError
+
+ENV_PREFIX = "MOCKSERVER_"
+ENV_NESTING = "__"
+MiB = 1024 * 1024
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelEntry(_Frozen):
+    """One row of the model catalog (see `mockserver/defaults/models.toml`)."""
+
+    id: str = Field(min_length=1)
+    display_name: str
+    created_at: str = "1970-01-01T00:00:00Z"
+    line: Literal["haiku", "sonnet", "opus", "fable", "mythos"] | None = None
+    lifecycle: Literal["active", "deprecated", "retired"] = "active"
+    deprecated_at: str | None = None
+    retires_at: str | None = None
+    aliases: tuple[str, ...] = ()
+    max_input_tokens: int = Field(default=200_000, gt=0)
+    max_tokens: int = Field(default=64_000, gt=0)
+    speeds: tuple[Literal["standard", "fast"], ...] = ("standard",)
+    speed_requires_beta: bool = False
+    ttft_seconds: float = Field(default=1.0, ge=0)
+    output_tokens_per_second: float = Field(default=60.0, gt=0)
+    fast_multiplier: float = Field(default=2.5, gt=0)
+
+
+class TimingSettings(_Frozen):
+    # Divides every modelled duration: 10 runs a profile ten times faster with the same ratios.
+    time_scale: float = Field(default=1.0, gt=0)
+    # Non-streaming replies wait for the modelled generation time too, as the real API does.
+    pace_non_streaming: bool = True
+    # Tokens due closer together than this are sent as one delta (SSE frames cost more than tokens).
+    min_event_interval: float = Field(default=0.01, ge=0)
+    # Seconds between `ping` events, also while waiting for the first token; 0 turns pings off.
+    ping_interval: float = Field(default=5.0, ge=0)
+    # Jitter on time to first token: a named distribution with a relative width.
+    ttft_jitter: Literal["none", "uniform", "normal", "lognormal"] = "none"
+    ttft_jitter_width: float = Field(default=0.2, ge=0)
+
+
+class LimitSettings(_Frozen):
+    enabled: bool = True
+    requests_per_minute: int = Field(default=4_000, gt=0)
+    input_tokens_per_minute: int = Field(default=2_000_000, gt=0)
+    output_tokens_per_minute: int = Field(default=400_000, gt=0)
+    fast_input_tokens_per_minute: int = Field(default=1_000_000, gt=0)
+    fast_output_tokens_per_minute: int = Field(default=200_000, gt=0)
+
+
+class OrganizationSettings(_Frozen):
+    """A group of API keys that share limits, as keys of one organisation do on the real API."""
+
+    keys: tuple[str, ...] = ()
+    fast_mode: bool = True  # False: the organisation is not on the fast-mode waitlist
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    input_tokens_per_minute: int | None = Field(default=None, gt=0)
+    output_tokens_per_minute: int | None = Field(default=None, gt=0)
+    fast_input_tokens_per_minute: int | None = Field(default=None, gt=0)
+    fast_output_tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class BetaSettings(_Frozen):
+    extra: tuple[str, ...] = ()
+    reject_unknown: bool = True
+
+
+class Settings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    seed: int = 0
+    storage: str = "memory://"
+    max_body_bytes: int = Field(default=32 * MiB, gt=0)
+    # Empty: any non-empty key is accepted (the common case for a test double).
+    api_keys: tuple[str, ...] = ()
+    models_mode: Literal["extend", "replace"] = "extend"
+    models: tuple[ModelEntry, ...] = ()
+    replies: tuple[str, ...] = ()  # TOML files or directories of canned replies
+    timing: TimingSettings = TimingSettings()
+    limits: LimitSettings = LimitSettings()
+    organizations: dict[str, OrganizationSettings] = Field(default_factory=dict)
+    betas: BetaSettings = BetaSettings()
+
+    @field_validator("storage")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in {"memory", "redis", "rediss", "unix"}:
+            raise ValueError(f"unsupported storage URI {value!r}; use memory:// or redis://host:port/db")
+        return value
+
+    def with_layer(self, data: Mapping[str, Any], origin: str) -> Settings:
+        """These settings with one more layer on top (e.g. an admin API patch)."""
+        return build_settings([Layer("current settings", self.model_dump()), Layer(origin, data)])
+
+
+@dataclass(frozen=True)
+class Layer:
+    origin: str  # how a human names this layer: "config file x.toml", "environment", ...
+    data: Mapping[str, Any]
+    # Where a single key came from, when finer than the layer (e.g. the exact env var name).
+    key_origins: Mapping[tuple[str, ...], str] | None = None
+
+
+def build_settings(layers: Iterable[Layer]) -> Settings:
+    merged: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    for layer in layers:
+        if not isinstance(layer.data, Mapping):
+            raise ConfigError(
+                f"{layer.origin}: settings must be a table of keys, got {type(layer.data).__name__}"
+            )
+        _merge(merged, layer.data, (), layer, origins)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins)) from None
+
+
+def load_settings(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    layers = [Layer("defaults", {})]
+    if config_file is not None:
+        layers.append(Layer(f"config file {config_file}", read_toml(config_file)))
+    layers.append(env_layer(os.environ if environ is None else environ))
+    if overrides:
+        layers.append(Layer("command line", overrides))
+    return build_settings(layers)
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with Path(path).open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def env_layer(environ: Mapping[str, str]) -> Layer:
+    """`MOCKSERVER_TIMING__TIME_SCALE=10` sets `timing.time_scale`; values are JSON when they parse."""
+    data: dict[str, Any] = {}
+    key_origins: dict[tuple[str, ...], str] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == "MOCKSERVER_URL":
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTING))
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: empty key segment")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name}: {'.'.join(path[:-1])} is not a table")
+        node[path[-1]] = _parse_env_value(raw)
+        key_origins[path] = f"environment variable {name}"
+    return Layer("environment", data, key_origins)
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _merge(
+    into: dict[str, Any],
+    data: Mapping[str, Any],
+    prefix: tuple[str, ...],
+    layer: Layer,
+    origins: dict[tuple[str, ...], str],
+) -> None:
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and isinstance(into.get(key, {}), dict):
+            _merge(into.setdefault(key, {}), value, path, layer, origins)
+        else:
+            into[key] = value
+        origins[path] = (layer.key_origins or {}).get(path, layer.origin)
+
+
+def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        key = ".".join(loc) or "(root)"
+        origin = _origin_of(loc, origins)
+        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"setting '{key}' from {origin}: {message}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def _origin_of(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in origins:
+            return origins[loc[:end]]
+    return "defaults"

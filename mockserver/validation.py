@@ -1,0 +1,146 @@
+"""Request headers and body → frozen request values, or an `InvalidRequestError` naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from mockserver.errors import AuthenticationError, InvalidRequestError
+from mockserver.schema import TAG, CountTokensBody, MessagesBody
+
+API_VERSIONS = ("2023-06-01", "2026-10-21")
+# Sampling parameters the 2026-10-21 API removed: sending any of them is a 400, even at defaults.
+REMOVED_IN_2026 = ("temperature", "top_p", "top_k")
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling and under which API contract, read from the headers."""
+
+    api_key: str
+    api_version: str
+    betas: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRequest:
+    caller: Caller
+    body: MessagesBody
+    raw: dict[str, Any]  # the JSON as sent; the token counter and planner read plain data
+
+    @property
+    def speed(self) -> Literal["standard", "fast"] | None:
+        return self.body.speed
+
+
+def read_caller(headers: Mapping[str, str], *, known_betas: Iterable[str] | None = None) -> Caller:
+    api_key = _api_key(headers)
+    version = headers.get("anthropic-version")
+    if version is None:
+        raise InvalidRequestError("anthropic-version: header is required")
+    if version not in API_VERSIONS:
+        raise InvalidRequestError(
+            f"anthropic-version: {version!r} is not a valid version; use one of {', '.join(API_VERSIONS)}"
+        )
+    betas = frozenset(b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip())
+    if known_betas is not None:
+        unknown = sorted(betas.difference(known_betas))
+        if unknown:
+            raise InvalidRequestError(
+                f"Unexpected value(s) `{', '.join(unknown)}` for the `anthropic-beta` header. Please consult "
+                "our documentation at docs.claude.com or try again without the header."
+            )
+    return Caller(api_key=api_key, api_version=version, betas=betas)
+
+
+def _api_key(headers: Mapping[str, str]) -> str:
+    # x-api-key wins when both are sent, as observed on the real API.
+    key = headers.get("x-api-key")
+    if key is None:
+        authorization = headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            key = token.strip()
+        elif authorization:
+            raise AuthenticationError("invalid authorization header: expected 'Bearer <key>'")
+    if not key:
+        raise AuthenticationError("x-api-key header is required")
+    return key
+
+
+def parse_json(payload: bytes) -> dict[str, Any]:
+    if not payload.strip():
+        raise InvalidRequestError("Request body is empty; expected a JSON object")
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"Request body must be a JSON object, got {_json_type(data)}")
+    return data
+
+
+def parse_messages_request(payload: bytes, caller: Caller) -> MessagesRequest:
+    raw = parse_json(payload)
+    body = validate_body(MessagesBody, raw)
+    _check_version_rules(body, raw, caller.api_version)
+    thinking = body.thinking
+    if (
+        body.max_tokens
+        and thinking is not None
+        and thinking.type == "enabled"
+        and thinking.budget_tokens >= body.max_tokens
+    ):
+        raise InvalidRequestError("`max_tokens` must be greater than `thinking.budget_tokens`")
+    return MessagesRequest(caller=caller, body=body, raw=raw)
+
+
+def parse_count_tokens_request(payload: bytes) -> tuple[CountTokensBody, dict[str, Any]]:
+    raw = parse_json(payload)
+    return validate_body(CountTokensBody, raw), raw
+
+
+def validate_body(model: type[Body], raw: dict[str, Any]) -> Body:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidRequestError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first problem, worded like the real API: `messages.0.content: Field required`."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    error = min(errors, key=lambda e: (e["type"] != "missing", -len(e["loc"])))
+    path = ".".join(str(part) for part in error["loc"] if not str(part).startswith(TAG))
+    message = "Extra inputs are not permitted" if error["type"] == "extra_forbidden" else error["msg"]
+    return f"{path}: {message}" if path else message
+
+
+def _check_version_rules(body: MessagesBody, raw: dict[str, Any], version: str) -> None:
+    if version != "2026-10-21":
+        return
+    for name in REMOVED_IN_2026:
+        if name in raw:
+            raise InvalidRequestError(f"{name}: Extra inputs are not permitted")
+    for i, message in enumerate(body.messages):
+        if isinstance(message.content, str):
+            continue
+        for j, block in enumerate(message.content):
+            if message.role == "assistant" and block.type == "document":
+                raise InvalidRequestError(
+                    f"messages.{i}.content.{j}: document blocks are not allowed in assistant messages"
+                )
+            if message.role == "user" and block.type == "text" and getattr(block, "citations", None):
+                raise InvalidRequestError(f"messages.{i}.content.{j}.citations: not allowed in user messages")
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), "null"
+    )

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mockserver.catalog import Catalog
+from mockserver.errors import ConfigError
+from mockserver.settings import load_settings
+
+
+def test_layers_override_in_order(tmp_path):
+    config = tmp_path / "m.toml"
+    config.write_text('port = 9000\nseed = 3\nstorage = "memory://"\n[timing]\ntime_scale = 5\n')
+    settings = load_settings(
+        config_file=config,
+        environ={"MOCKSERVER_SEED": "4", "MOCKSERVER_TIMING__TIME_SCALE": "7", "HOME": "/x"},
+        overrides={"seed": 5},
+    )
+    assert settings.port == 9000  # file
+    assert settings.timing.time_scale == 7  # env beats file
+    assert settings.seed == 5  # CLI beats env
+    assert settings.timing.min_event_interval == 0.01  # default survives a partial table
+
+
+def test_settings_are_frozen():
+    settings = load_settings(environ={})
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises its own ValidationError subclass
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            {"environ": {"MOCKSERVER_TIMING__TIME_SCALE": "fast"}},
+            "'timing.time_scale' from environment variable MOCKSERVER_TIMING__TIME_SCALE",
+        ),
+        (
+            {"environ": {"MOCKSERVER_NOPE": "1"}},
+            "'nope' from environment variable MOCKSERVER_NOPE: unknown setting",
+        ),
+        ({"environ": {}, "overrides": {"port": 70000}}, "'port' from command line"),
+    ],
+)
+def test_errors_name_the_key_and_the_layer(source, expected):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**source)
+    assert expected in str(caught.value)
+
+
+def test_error_in_config_file_names_the_file(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[timing]\nspeedy = true\n")
+    with pytest.raises(ConfigError, match=r"'timing.speedy' from config file .*bad.toml: unknown setting"):
+        load_settings(config_file=config, environ={})
+
+
+def test_models_extend_and_replace(tmp_path):
+    config = tmp_path / "m.toml"
+    config.write_text(
+        '[[models]]\nid = "claude-opus-4-8"\ndisplay_name = "Claude Opus 4.8"\n'
+        'speeds = ["standard", "fast"]\n'
+        "speed_requires_beta = true\n"
+    )
+    extended = Catalog.from_settings(load_settings(config_file=config, environ={}))
+    assert "fast" in extended.resolve("claude-opus-4-8").speeds
+    assert extended.resolve("claude-opus-4-7") is not None
+    replaced = Catalog.from_settings(
+        load_settings(config_file=config, environ={"MOCKSERVER_MODELS_MODE": "replace"})
+    )
+    assert replaced.resolve("claude-opus-4-7") is None and len(replaced) == 1
+
+
+def test_default_catalog_follows_the_seed():
+    catalog = Catalog.from_settings(load_settings(environ={}))
+    fast = {m.id for m in catalog.newest_first() if "fast" in m.speeds}
+    assert fast == {"claude-opus-4-7", "claude-opus-4-6"}
+    assert all(catalog.resolve(m).speed_requires_beta for m in fast)
+
+
+def test_cli_reports_bad_settings_and_exits_2():
+    result = subprocess.run(
+        [sys.executable, "-m", "mockserver", "serve", "--port", "0", "--storage", "ftp://x"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "'storage' from command line" in result.stderr
+
+
+def test_cli_prints_its_url_and_serves(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mockserver", "--port", "0", "--log-level", "warning"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("mockserver listening on http://127.0.0.1:")
+        url = line.split()[-1]
+        import httpx
+
+        assert (
+            httpx.get(
+                f"{url}/v1/models", headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}
+            ).status_code
+            == 200
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_example_config_loads():
+    settings = load_settings(config_file="fixtures/mockserver.example.toml", environ={})
+    assert settings.replies == ("fixtures/replies",)
