@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from mockserver.clock import Clock
 from mockserver.errors import APIError, InternalServerError, MethodNotAllowedError, NotFoundError
-from mockserver.routes import messages, models
+from mockserver.recording import RecordingMiddleware
+from mockserver.routes import admin, messages, models
 from mockserver.runtime import Runtime, ServerState
 from mockserver.settings import Settings
 from mockserver.web import error_response
@@ -27,10 +31,25 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
+        Route("/_admin/health", admin.health, methods=["GET"]),
+        Route("/_admin/settings", admin.get_settings, methods=["GET"]),
+        Route("/_admin/settings", admin.patch_settings, methods=["PATCH"]),
+        Route("/_admin/reset", admin.reset, methods=["POST"]),
+        Route("/_admin/requests", admin.list_requests, methods=["GET"]),
+        Route("/_admin/requests", admin.clear_requests, methods=["DELETE"]),
+        Route("/metrics", admin.metrics, methods=["GET"]),
     ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await state.close()
+
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(RecordingMiddleware, state=state)],
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        lifespan=lifespan,
     )
     app.state.mock = state
     return app

@@ -13,8 +13,12 @@ from importlib import resources
 from mockserver.canned import CannedReplies
 from mockserver.catalog import Catalog
 from mockserver.clock import Clock, SystemClock
+from mockserver.journal import Journal
+from mockserver.limits.store import BucketStore, bucket_store_from_uri
+from mockserver.metrics import Metrics
 from mockserver.replies import Planner
 from mockserver.settings import Settings
+from mockserver.state import StateStore, state_store_from_uri
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,41 @@ class Runtime:
 
 
 class ServerState:
-    """The mutable part of a running server: the current runtime and the injected collaborators."""
+    """The mutable part of a running server: the current runtime, the stores, the injected clock."""
 
-    def __init__(self, runtime: Runtime, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        clock: Clock | None = None,
+        store: StateStore | None = None,
+        buckets: BucketStore | None = None,
+    ) -> None:
+        self.boot_settings = runtime.settings
         self.runtime = runtime
         self.clock: Clock = clock or SystemClock()
+        storage = runtime.settings.storage
+        self.store = store or state_store_from_uri(storage, clock=self.clock)
+        self.buckets = buckets or bucket_store_from_uri(storage, clock=self.clock)
+        self.journal = Journal(self.store)
+        self.metrics = Metrics()
+
+    def limiter_now(self) -> float | None:
+        # In production the Redis store reads the Redis server's clock so replicas agree;
+        # an injected (fake) clock must drive the buckets instead.
+        return None if isinstance(self.clock, SystemClock) else self.clock.now()
+
+    def apply(self, settings: Settings) -> None:
+        self.runtime = Runtime.from_settings(settings)
+
+    async def reset(self) -> None:
+        await self.buckets.reset()
+        await self.store.clear()
+        self.runtime = Runtime.from_settings(self.boot_settings)
+
+    async def close(self) -> None:
+        await self.buckets.close()
+        await self.store.close()
 
 
 _BETAS: frozenset[str] | None = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mockserver.errors import ConfigError
 
@@ -84,6 +84,25 @@ class OrganizationSettings(_Frozen):
     fast_output_tokens_per_minute: int | None = Field(default=None, gt=0)
 
 
+class JournalSettings(_Frozen):
+    enabled: bool = True
+    max_entries: int = Field(default=1_000, gt=0)  # oldest entries are dropped (and counted) beyond this
+    record_bodies: bool = False  # keep the full request body of each entry
+    # Zero data retention: keep counts and timings, never message content or bodies.
+    zero_data_retention: bool = False
+
+
+class AdminSettings(_Frozen):
+    enabled: bool = True
+    # Required (as `Authorization: Bearer <token>`) when set; must be set to bind beyond loopback.
+    token: str | None = None
+
+
+class LogSettings(_Frozen):
+    access: bool = True
+    format: Literal["text", "json"] = "text"
+
+
 class BetaSettings(_Frozen):
     extra: tuple[str, ...] = ()
     reject_unknown: bool = True
@@ -104,6 +123,9 @@ class Settings(_Frozen):
     limits: LimitSettings = LimitSettings()
     organizations: dict[str, OrganizationSettings] = Field(default_factory=dict)
     betas: BetaSettings = BetaSettings()
+    journal: JournalSettings = JournalSettings()
+    admin: AdminSettings = AdminSettings()
+    log: LogSettings = LogSettings()
 
     @field_validator("storage")
     @classmethod
@@ -113,9 +135,22 @@ class Settings(_Frozen):
             raise ValueError(f"unsupported storage URI {value!r}; use memory:// or redis://host:port/db")
         return value
 
+    @model_validator(mode="after")
+    def _admin_needs_a_token_beyond_loopback(self) -> Settings:
+        if self.admin.enabled and self.admin.token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable beyond this machine, so the admin API needs a token: "
+                "set admin.token (MOCKSERVER_ADMIN__TOKEN) or admin.enabled = false"
+            )
+        return self
+
     def with_layer(self, data: Mapping[str, Any], origin: str) -> Settings:
         """These settings with one more layer on top (e.g. an admin API patch)."""
         return build_settings([Layer("current settings", self.model_dump()), Layer(origin, data)])
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from mockserver.ids import request_id
 
 
 def new_request_id(request: Request) -> str:
+    """The id of this request: minted by the recording middleware for API routes, here for the rest."""
     rid = request.scope.get("mockserver.request_id")
     if rid is None:
         rid = request.scope["mockserver.request_id"] = request_id()
@@ -49,6 +50,9 @@ def json_response(
 
 def error_response(request: Request, error: APIError) -> Response:
     rid = new_request_id(request)
+    record = request.scope.get("mockserver.record")
+    if record is not None:
+        record.error_type, record.error_message = error.error_type, error.message
     headers = {"request-id": rid, **error.headers}
     if error.status in (408, 409, 429) or error.status >= 500:
         headers.setdefault("x-should-retry", "true")

@@ -8,7 +8,9 @@ from starlette.responses import Response, StreamingResponse
 from mockserver.errors import InvalidRequestError
 from mockserver.fastmode import route
 from mockserver.ids import message_id
-from mockserver.runtime import Runtime, ServerState
+from mockserver.journal import RequestRecord, api_key_id
+from mockserver.recording import record_of
+from mockserver.runtime import ServerState
 from mockserver.settings import ModelEntry
 from mockserver.streaming import generation_seconds, stream_reply
 from mockserver.tokens import count_input
@@ -26,18 +28,29 @@ SSE_HEADERS = {"cache-control": "no-cache"}
 async def create_message(request: Request) -> Response:
     state: ServerState = request.app.state.mock
     runtime = state.runtime
+    record = record_of(request.scope) or RequestRecord("", "", "", 0.0)
     caller = read_caller(request.headers, known_betas=runtime.known_betas)
-    parsed = parse_messages_request(await read_body(request, runtime.settings.max_body_bytes), caller)
+    record.api_key_id = api_key_id(caller.api_key)
+    payload = await read_body(request, runtime.settings.max_body_bytes)
+    parsed = parse_messages_request(payload, caller)
     body = parsed.body
+    record.model, record.speed, record.stream = body.model, body.speed or "standard", bool(body.stream)
+    record.betas, record.max_tokens = sorted(caller.betas), body.max_tokens
+    if runtime.settings.journal.record_bodies:
+        record.body = parsed.raw
     chosen = route(runtime.catalog, body.model, body.speed, caller.betas)
+    record.model = chosen.model.id
     input_tokens = count_input(
-        messages=parsed.raw["messages"], system=body_system(parsed), tools=parsed.raw.get("tools")
+        messages=parsed.raw["messages"],
+        system=parsed.raw.get("system"),
+        tools=parsed.raw.get("tools"),
     )
-    check_limits_of_model(chosen.model, body.max_tokens, input_tokens, body.model)
+    check_model_limits(chosen.model, body.max_tokens, input_tokens, body.model)
     check_tool_choice(parsed)
     reply = runtime.planner.plan(
         parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=input_tokens
     )
+    record.usage = reply.usage.to_json()
     headers = {"request-id": new_request_id(request)}
     if body.stream:
         stream = stream_reply(reply, message_id(), runtime, state.clock, chosen.model)
@@ -51,20 +64,15 @@ async def create_message(request: Request) -> Response:
 
 async def count_tokens(request: Request) -> Response:
     state: ServerState = request.app.state.mock
-    runtime: Runtime = state.runtime
-    caller = read_caller(request.headers, known_betas=None)
-    _ = caller
+    runtime = state.runtime
+    caller = read_caller(request.headers)
     body, raw = parse_count_tokens_request(await read_body(request, runtime.settings.max_body_bytes))
     route(runtime.catalog, body.model, body.speed, caller.betas)
     tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
     return json_response(request, {"input_tokens": tokens})
 
 
-def body_system(parsed: MessagesRequest) -> object:
-    return parsed.raw.get("system")
-
-
-def check_limits_of_model(model: ModelEntry, max_tokens: int, input_tokens: int, name: str) -> None:
+def check_model_limits(model: ModelEntry, max_tokens: int, input_tokens: int, name: str) -> None:
     if max_tokens > model.max_tokens:
         raise InvalidRequestError(
             f"max_tokens: {max_tokens} > {model.max_tokens}, which is the maximum allowed number of output "

@@ -1,0 +1,93 @@
+"""The request journal: what each API call asked for and what it got, for tests to inspect.
+
+An API key is never stored: entries carry `api_key_id`, a short digest that tells keys apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mockserver.settings import JournalSettings
+from mockserver.state import StateStore
+
+ENTRIES_KEY = "journal:entries"
+DROPPED_KEY = "journal:dropped"
+FILTERS = ("model", "speed", "status", "path", "api_key_id", "organization", "error_type", "stream")
+
+
+def api_key_id(api_key: str) -> str:
+    return "key_" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
+@dataclass
+class RequestRecord:
+    """Filled in as a request travels through the server, then appended to the journal once."""
+
+    request_id: str
+    method: str
+    path: str
+    started_at: float
+    api_key_id: str | None = None
+    organization: str | None = None
+    model: str | None = None
+    speed: str | None = None
+    betas: list[str] = field(default_factory=list)
+    stream: bool = False
+    max_tokens: int | None = None
+    retry_count: int | None = None
+    status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    usage: dict[str, Any] | None = None
+    delivered_output_tokens: int | None = None
+    ttft_seconds: float | None = None
+    duration_seconds: float | None = None
+    output_tokens_per_second: float | None = None
+    fault: str | None = None
+    rate_limited_by: str | None = None
+    cost_usd: float | None = None
+    body: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Journal:
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def record(self, entry: RequestRecord, settings: JournalSettings) -> None:
+        if not settings.enabled:
+            return
+        data = entry.to_json()
+        if settings.zero_data_retention or not settings.record_bodies:
+            data["body"] = None
+        if settings.zero_data_retention:
+            data["error_message"] = None
+        dropped = await self._store.append(ENTRIES_KEY, data, max_len=settings.max_entries)
+        if dropped:
+            await self._store.incr(DROPPED_KEY, dropped)
+
+    async def entries(self, filters: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        rows = await self._store.items(ENTRIES_KEY)
+        for name, wanted in (filters or {}).items():
+            rows = [row for row in rows if _matches(row.get(name), wanted)]
+        return rows
+
+    async def dropped(self) -> int:
+        return int(await self._store.get(DROPPED_KEY) or 0)
+
+    async def clear(self) -> None:
+        await self._store.delete(ENTRIES_KEY)
+        await self._store.delete(DROPPED_KEY)
+
+
+def _matches(value: Any, wanted: str) -> bool:
+    if isinstance(value, bool):
+        return str(value).lower() == wanted.lower()
+    if isinstance(value, int) and len(wanted) == 3 and wanted.endswith("xx"):
+        return str(value)[0] == wanted[0]  # status=4xx
+    return str(value) == wanted

@@ -1,0 +1,140 @@
+"""Continuous token-bucket math, with `now` always passed in so it is pure and replayable.
+
+A bucket is `(level, updated)`; between writes it refills at `rate` tokens per second up to
+`capacity`. A missing bucket is a full one, which lets stores forget idle buckets for free.
+
+`redis.lua` repeats this arithmetic expression for expression, so both stores give bit-identical
+answers; change the two together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+# Refunds and charges from `adjust` may leave a bucket in debt, but never by more than one full
+# capacity: a buggy or surprising correction then costs at most one extra refill period of waiting.
+DEBT_LIMIT_FACTOR = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """`cost` tokens wanted from bucket `key`; `rate` defaults to refilling `capacity` per minute."""
+
+    key: str
+    capacity: float
+    cost: float
+    rate: float = field(default=math.nan)
+
+    def __post_init__(self) -> None:
+        # Plain floats everywhere, so levels compare and serialise alike whatever callers pass in.
+        object.__setattr__(self, "capacity", float(self.capacity))
+        object.__setattr__(self, "cost", float(self.cost))
+        # NaN marks "not given": it is a float (so `rate` stays typed `float`) and never valid.
+        rate = self.capacity / 60.0 if math.isnan(self.rate) else float(self.rate)
+        object.__setattr__(self, "rate", rate)
+        if not (math.isfinite(self.capacity) and self.capacity > 0):
+            raise ValueError(f"bucket {self.key!r}: capacity must be positive, got {self.capacity!r}")
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(f"bucket {self.key!r}: rate must be positive, got {self.rate!r}")
+        if not (math.isfinite(self.cost) and self.cost >= 0):
+            raise ValueError(f"bucket {self.key!r}: cost must be non-negative, got {self.cost!r}")
+
+    @classmethod
+    def per_minute(cls, key: str, limit: float, cost: float) -> Draw:
+        return cls(key=key, capacity=float(limit), cost=float(cost), rate=limit / 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    level: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    levels: dict[str, float]
+    retry_after: float = 0.0
+    limiting: str | None = None
+    never_fits: bool = False
+
+
+def level_at(state: BucketState | None, capacity: float, rate: float, now: float) -> float:
+    if state is None:
+        return capacity
+    # A clock that steps backwards (replicas, NTP) must not refill twice, hence max(0, ...).
+    return min(capacity, state.level + rate * max(0.0, now - state.updated))
+
+
+def seconds_until_full(level: float, capacity: float, rate: float) -> float:
+    return max(0.0, (capacity - level) / rate)
+
+
+def decide(
+    draws: Sequence[Draw], states: Mapping[str, BucketState | None], now: float
+) -> tuple[Admission, dict[str, BucketState]]:
+    """Admit all draws or none. The returned states are the ones to write: empty on rejection,
+    because an unwritten bucket keeps refilling exactly as if its refilled level had been stored."""
+    check_unique(draws)
+    current = {d.key: level_at(states.get(d.key), d.capacity, d.rate, now) for d in draws}
+
+    never = [d for d in draws if d.cost > d.capacity]
+    if never:
+        return Admission(False, current, math.inf, never[0].key, True), {}
+
+    if all(d.cost <= current[d.key] for d in draws):
+        levels = {d.key: current[d.key] - d.cost for d in draws}
+        new_states = {d.key: BucketState(levels[d.key], _stamp(states.get(d.key), now)) for d in draws}
+        return Admission(True, levels), new_states
+
+    # Starting below zero names a limiting bucket even when a tiny deficit's wait underflows to 0.
+    retry_after, limiting = -1.0, None
+    for d in draws:
+        if d.cost > current[d.key]:
+            state = states.get(d.key)
+            # If `updated` is ahead of `now`, refilling only starts at `updated`.
+            lag = max(0.0, state.updated - now) if state is not None else 0.0
+            wait = lag + (d.cost - current[d.key]) / d.rate
+            if wait > retry_after:
+                retry_after, limiting = wait, d.key
+    retry_after = _exactly_enough(draws, states, now, retry_after)
+    return Admission(False, current, retry_after, limiting, False), {}
+
+
+def adjust(state: BucketState | None, capacity: float, rate: float, delta: float, now: float) -> BucketState:
+    """Add `delta` tokens (refund > 0, extra charge < 0). Refunds stop at `capacity`; charges may
+    leave the bucket in debt down to `-capacity`, which delays later admissions until it refills."""
+    level = level_at(state, capacity, rate, now) + delta
+    return BucketState(clamp_level(level, capacity), _stamp(state, now))
+
+
+def clamp_level(level: float, capacity: float) -> float:
+    return max(-DEBT_LIMIT_FACTOR * capacity, min(capacity, level))
+
+
+def check_unique(draws: Sequence[Draw]) -> None:
+    keys = [d.key for d in draws]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"each bucket may be drawn from once per request, got keys {keys!r}")
+
+
+def _stamp(state: BucketState | None, now: float) -> float:
+    # `updated` never moves backwards, so refill already credited is not credited again.
+    return now if state is None else max(now, state.updated)
+
+
+def _exactly_enough(
+    draws: Sequence[Draw], states: Mapping[str, BucketState | None], now: float, wait: float
+) -> float:
+    """Nudge `wait` up until decide(now + wait) really admits: the closed-form wait can fall an ulp
+    short after rounding, and a client that obeys retry-after must not be rejected again."""
+    step = max(wait, abs(now), 1.0) * 2.0**-52
+    for _ in range(200):
+        t = now + wait
+        if all(d.cost <= level_at(states.get(d.key), d.capacity, d.rate, t) for d in draws):
+            return wait
+        wait += step
+        step *= 2.0
+    return wait

@@ -1,0 +1,165 @@
+"""Which buckets a request draws from, and every rate-limit spelling of the wire (headers, messages).
+
+Fast mode has its own pool (reference §10.1): a fast request draws only from the fast input and
+output buckets and does not count towards the standard limits. Output tokens are charged up front
+from `max_tokens`; callers refund the unused part with `output_draw` + `BucketStore.adjust`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from mockserver.limits.bucket import Draw, seconds_until_full
+
+Speed = Literal["standard", "fast"]
+
+# Bucket kinds: the last segment of a bucket key.
+REQUESTS = "rpm"
+INPUT = "itpm"
+OUTPUT = "otpm"
+
+_KIND_NAMES = {
+    REQUESTS: "requests per minute",
+    INPUT: "input tokens per minute",
+    OUTPUT: "output tokens per minute",
+}
+_KIND_UNITS = {REQUESTS: "requests", INPUT: "input tokens", OUTPUT: "output tokens"}
+
+# Float noise in refill arithmetic must not turn a level of 60 into "59 remaining".
+_REMAINING_EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class LimitTable:
+    requests_per_minute: int = 4000
+    input_tokens_per_minute: int = 2_000_000
+    output_tokens_per_minute: int = 400_000
+    fast_input_tokens_per_minute: int = 1_000_000
+    fast_output_tokens_per_minute: int = 200_000
+
+    def limit(self, speed: Speed, kind: str) -> int:
+        if speed == "fast":
+            by_kind = {INPUT: self.fast_input_tokens_per_minute, OUTPUT: self.fast_output_tokens_per_minute}
+        else:
+            by_kind = {
+                REQUESTS: self.requests_per_minute,
+                INPUT: self.input_tokens_per_minute,
+                OUTPUT: self.output_tokens_per_minute,
+            }
+        try:
+            return by_kind[kind]
+        except KeyError:
+            raise ValueError(f"no {kind!r} limit for speed {speed!r}") from None
+
+
+def bucket_key(org: str, model_class: str, speed: Speed, kind: str) -> str:
+    return f"{org}:{model_class}:{speed}:{kind}"
+
+
+def draws_for(
+    org: str, speed: Speed, model_class: str, limits: LimitTable, input_tokens: int, max_tokens: int
+) -> list[Draw]:
+    def draw(kind: str, cost: int) -> Draw:
+        return Draw.per_minute(bucket_key(org, model_class, speed, kind), limits.limit(speed, kind), cost)
+
+    if speed == "fast":
+        return [draw(INPUT, input_tokens), draw(OUTPUT, max_tokens)]
+    return [draw(REQUESTS, 1), draw(INPUT, input_tokens), draw(OUTPUT, max_tokens)]
+
+
+def output_draw(org: str, speed: Speed, model_class: str, limits: LimitTable, max_tokens: int = 0) -> Draw:
+    """The output-token bucket of a request: refund with
+    `store.adjust(d.key, d.capacity, d.rate, max_tokens - output_tokens)`."""
+    key = bucket_key(org, model_class, speed, OUTPUT)
+    return Draw.per_minute(key, limits.limit(speed, OUTPUT), max_tokens)
+
+
+def _parse_key(key: str) -> tuple[str, str]:
+    parts = key.rsplit(":", 2)
+    if len(parts) != 3 or parts[2] not in _KIND_NAMES or parts[1] not in ("standard", "fast"):
+        raise ValueError(f"not a rate-limit bucket key: {key!r}")
+    return parts[1], parts[2]
+
+
+def limit_name(key: str) -> str:
+    """'fast mode output tokens per minute', 'requests per minute', ..."""
+    speed, kind = _parse_key(key)
+    return ("fast mode " if speed == "fast" else "") + _KIND_NAMES[kind]
+
+
+def rate_limit_headers(
+    speed: Speed, limits: LimitTable, levels: Mapping[str, float], draws: Sequence[Draw], now: float
+) -> dict[str, str]:
+    """The rate-limit headers of a response (reference §10.2/§10.3). A bucket missing from `levels`
+    or `draws` is reported full, at the limit in `limits`."""
+    by_kind = {_parse_key(d.key)[1]: d for d in draws}
+
+    def family(kind: str) -> tuple[int, int, float]:
+        draw = by_kind.get(kind)
+        limit = limits.limit(speed, kind) if draw is None else draw.capacity
+        rate = limit / 60.0 if draw is None else draw.rate
+        level = limit if draw is None else levels.get(draw.key, limit)
+        remaining = max(0, min(int(limit), math.floor(level + _REMAINING_EPSILON)))
+        return int(limit), remaining, now + seconds_until_full(level, limit, rate)
+
+    headers: dict[str, str] = {}
+
+    def put(prefix: str, limit: int, remaining: int, full_at: float) -> None:
+        headers[f"{prefix}-limit"] = str(limit)
+        headers[f"{prefix}-remaining"] = str(remaining)
+        headers[f"{prefix}-reset"] = rfc3339(full_at)
+
+    if speed == "fast":
+        put("anthropic-fast-input-tokens", *family(INPUT))
+        put("anthropic-fast-output-tokens", *family(OUTPUT))
+        return headers
+
+    requests, inputs, outputs = family(REQUESTS), family(INPUT), family(OUTPUT)
+    put("anthropic-ratelimit-requests", *requests)
+    put("anthropic-ratelimit-input-tokens", *inputs)
+    put("anthropic-ratelimit-output-tokens", *outputs)
+    # The combined limit is input + output (reference example); its remaining and reset follow the
+    # more restrictive of the two, scaled to the combined limit so a full pair reads limit/limit.
+    tightest = min((inputs, outputs), key=lambda f: f[1] / f[0])
+    total = inputs[0] + outputs[0]
+    put("anthropic-ratelimit-tokens", total, math.floor(total * tightest[1] / tightest[0]), tightest[2])
+    return headers
+
+
+def rfc3339(timestamp: float) -> str:
+    # Rounded up: the reset time promises the bucket is full by then.
+    return datetime.fromtimestamp(math.ceil(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def retry_after_header(seconds: float) -> str:
+    """Whole seconds, rounded up and at least 1. A wait that never ends (a request larger than the
+    limit) is reported as one full refill period, since clients honour long retry-after values."""
+    if not math.isfinite(seconds):
+        return "60"
+    return str(max(1, math.ceil(seconds)))
+
+
+def rejection_message(limiting_key: str, limit_value: float, never_fits: bool, cost: float) -> str:
+    speed, kind = _parse_key(limiting_key)
+    name = limit_name(limiting_key)
+    limit = f"{int(limit_value):,}"
+    fast = speed == "fast"
+    if never_fits:
+        units = ("fast mode " if fast else "") + _KIND_UNITS[kind]
+        remedy = {OUTPUT: "lower max_tokens", INPUT: "shorten the prompt"}.get(kind, "split the work")
+        fallback = ', or send it without speed="fast" to use standard limits' if fast else ""
+        return (
+            f"This request needs {math.ceil(cost):,} {units} but your organization's rate limit is "
+            f"{limit} {name}, so it can never be admitted. To proceed, {remedy}{fallback}."
+        )
+    advice = (
+        'Retry after the delay in the retry-after header, or send the request without speed="fast" '
+        "to fall back to standard speed."
+        if fast
+        else "Retry after the delay in the retry-after header."
+    )
+    return f"This request would exceed your organization's rate limit of {limit} {name}. {advice}"

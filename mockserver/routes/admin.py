@@ -1,0 +1,129 @@
+"""The control plane under `/_admin/`: health, live settings, reset, the request journal; and /metrics."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mockserver.errors import (
+    AuthenticationError,
+    ConfigError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from mockserver.journal import FILTERS
+from mockserver.limits.store import StoreUnavailable
+from mockserver.metrics import CONTENT_TYPE
+from mockserver.runtime import ServerState
+from mockserver.validation import parse_json
+from mockserver.web import json_response, read_body
+
+# Settings that pick sockets or stores: they take effect only at startup.
+BOOT_ONLY = ("host", "port", "storage")
+ADMIN_TOKEN_HEADER = "x-mockserver-admin-token"
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.mock
+
+
+def authorize(request: Request) -> ServerState:
+    state = _state(request)
+    admin = state.runtime.settings.admin
+    if not admin.enabled:
+        raise NotFoundError(f"Not found: {request.method} {request.url.path}")
+    if admin.token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        given = request.headers.get(ADMIN_TOKEN_HEADER) or (given if scheme.lower() == "bearer" else "")
+        if not hmac.compare_digest(given.encode(), admin.token.encode()):
+            raise AuthenticationError("the admin API needs its token: Authorization: Bearer <admin.token>")
+    return state
+
+
+async def health(request: Request) -> Response:
+    state = _state(request)
+    if not state.runtime.settings.admin.enabled:
+        raise NotFoundError(f"Not found: {request.method} {request.url.path}")
+    try:
+        await state.buckets.ping()
+        await state.store.ping()
+    except StoreUnavailable as exc:
+        raise ServiceUnavailableError(str(exc)) from None
+    return json_response(request, {"status": "ok", "storage": _redacted_storage(state)})
+
+
+async def get_settings(request: Request) -> Response:
+    state = authorize(request)
+    return json_response(request, public_settings(state))
+
+
+async def patch_settings(request: Request) -> Response:
+    state = authorize(request)
+    patch = parse_json(await read_body(request, state.runtime.settings.max_body_bytes))
+    fixed = [key for key in BOOT_ONLY if key in patch]
+    if fixed:
+        raise InvalidRequestError(f"{fixed[0]}: can only be set at startup (config file, environment or CLI)")
+    try:
+        settings = state.runtime.settings.with_layer(patch, "admin API")
+    except ConfigError as exc:
+        raise InvalidRequestError(str(exc)) from None
+    state.apply(settings)
+    return json_response(request, public_settings(state))
+
+
+async def reset(request: Request) -> Response:
+    state = authorize(request)
+    await _guarded(state.reset())
+    return json_response(request, {"status": "reset"})
+
+
+async def list_requests(request: Request) -> Response:
+    state = authorize(request)
+    filters = {k: v for k, v in request.query_params.items() if k in FILTERS}
+    unknown = set(request.query_params) - set(FILTERS) - {"limit"}
+    if unknown:
+        raise InvalidRequestError(f"{sorted(unknown)[0]}: unknown filter; use {', '.join(FILTERS)}")
+    rows = await _guarded(state.journal.entries(filters))
+    limit = request.query_params.get("limit")
+    if limit is not None:
+        if not limit.isdigit():
+            raise InvalidRequestError("limit: Input should be a valid integer")
+        rows = rows[-int(limit) :] if int(limit) else []
+    dropped = await _guarded(state.journal.dropped())
+    return json_response(request, {"data": rows, "count": len(rows), "dropped": dropped})
+
+
+async def clear_requests(request: Request) -> Response:
+    state = authorize(request)
+    count = len(await _guarded(state.journal.entries()))
+    await _guarded(state.journal.clear())
+    return json_response(request, {"deleted": count})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+def public_settings(state: ServerState) -> dict[str, Any]:
+    data = state.runtime.settings.model_dump(mode="json")
+    if data["admin"]["token"] is not None:
+        data["admin"]["token"] = "***"
+    data["storage"] = _redacted_storage(state)
+    return data
+
+
+def _redacted_storage(state: ServerState) -> str:
+    from mockserver.limits.store import redact
+
+    return redact(state.runtime.settings.storage)
+
+
+async def _guarded(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except StoreUnavailable as exc:
+        raise ServiceUnavailableError(str(exc)) from None

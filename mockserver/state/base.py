@@ -1,0 +1,51 @@
+"""The `StateStore` protocol and the URI registry."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from mockserver.clock import Clock
+from mockserver.errors import ConfigError
+
+
+class StateStore(Protocol):
+    """JSON documents by key, counters, and bounded lists. Expiry is for garbage collection only:
+    anything whose lifetime tests check (cache TTLs, batch expiry) stores its own deadline, so a
+    fake clock drives it on every backend."""
+
+    async def get(self, key: str) -> Any | None: ...
+
+    async def get_many(self, keys: list[str]) -> list[Any | None]: ...
+
+    async def put(self, key: str, value: Any, *, ttl: float | None = None) -> None: ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def keys(self, prefix: str) -> list[str]: ...
+
+    async def incr(self, key: str, amount: int = 1) -> int: ...
+
+    async def append(self, key: str, value: Any, *, max_len: int) -> int:
+        """Append to a list kept at most `max_len` long (oldest dropped); returns how many were dropped."""
+        ...
+
+    async def items(self, key: str) -> list[Any]: ...
+
+    async def clear(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def state_store_from_uri(uri: str, *, clock: Clock, key_prefix: str = "mockserver:") -> StateStore:
+    scheme = uri.split("://", 1)[0]
+    if scheme == "memory":
+        from mockserver.state.memory import MemoryStateStore
+
+        return MemoryStateStore(clock)
+    if scheme in ("redis", "rediss", "unix"):
+        from mockserver.state.redis import RedisStateStore
+
+        return RedisStateStore(uri, key_prefix=key_prefix)
+    raise ConfigError(f"unsupported storage URI {uri!r}; use memory:// or redis://host:port/db")

@@ -1,0 +1,68 @@
+"""The embedded default: plain dicts in this process (nothing shared, nothing persisted)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mockserver.clock import Clock
+
+
+class MemoryStateStore:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._values: dict[str, tuple[Any, float | None]] = {}
+        self._lists: dict[str, list[Any]] = {}
+
+    async def get(self, key: str) -> Any | None:
+        return self._live(key)
+
+    async def get_many(self, keys: list[str]) -> list[Any | None]:
+        return [self._live(key) for key in keys]
+
+    async def put(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+        # A deep copy gives callers the same isolation a serialising backend gives them.
+        expires = None if ttl is None else self._clock.now() + ttl
+        self._values[key] = (copy.deepcopy(value), expires)
+
+    async def delete(self, key: str) -> bool:
+        return self._values.pop(key, None) is not None or self._lists.pop(key, None) is not None
+
+    async def keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in list(self._values) if k.startswith(prefix) and self._live(k) is not None)
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        value = int(self._live(key) or 0) + amount
+        self._values[key] = (value, None)
+        return value
+
+    async def append(self, key: str, value: Any, *, max_len: int) -> int:
+        items = self._lists.setdefault(key, [])
+        items.append(copy.deepcopy(value))
+        dropped = max(0, len(items) - max_len)
+        if dropped:
+            del items[:dropped]
+        return dropped
+
+    async def items(self, key: str) -> list[Any]:
+        return copy.deepcopy(self._lists.get(key, []))
+
+    async def clear(self) -> None:
+        self._values.clear()
+        self._lists.clear()
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _live(self, key: str) -> Any | None:
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires <= self._clock.now():
+            del self._values[key]
+            return None
+        return copy.deepcopy(value)
