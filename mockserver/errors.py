@@ -93,6 +93,10 @@ class RateLimitError(APIError):
     status = 429
     error_type = "rate_limit_error"
 
+    def __init__(self, message: str, *, limit: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.limit = limit  # which limit was exhausted, e.g. "fast mode output tokens per minute"
+
 
 class InternalServerError(APIError):
     status = 500

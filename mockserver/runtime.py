@@ -55,9 +55,9 @@ class ServerState:
         self.boot_settings = runtime.settings
         self.runtime = runtime
         self.clock: Clock = clock or SystemClock()
-        storage = runtime.settings.storage
-        self.store = store or state_store_from_uri(storage, clock=self.clock)
-        self.buckets = buckets or bucket_store_from_uri(storage, clock=self.clock)
+        storage, prefix = runtime.settings.storage, runtime.settings.key_prefix
+        self.store = store or state_store_from_uri(storage, clock=self.clock, key_prefix=prefix)
+        self.buckets = buckets or bucket_store_from_uri(storage, clock=self.clock, key_prefix=prefix)
         self.journal = Journal(self.store)
         self.metrics = Metrics()
 

@@ -113,6 +113,8 @@ class Settings(_Frozen):
     port: int = Field(default=8080, ge=0, le=65535)
     seed: int = 0
     storage: str = "memory://"
+    # Prefix of every key in a shared store: servers with different prefixes share nothing.
+    key_prefix: str = "mockserver:"
     max_body_bytes: int = Field(default=32 * MiB, gt=0)
     # Empty: any non-empty key is accepted (the common case for a test double).
     api_keys: tuple[str, ...] = ()

@@ -53,6 +53,7 @@ def error_response(request: Request, error: APIError) -> Response:
     record = request.scope.get("mockserver.record")
     if record is not None:
         record.error_type, record.error_message = error.error_type, error.message
+        record.rate_limited_by = getattr(error, "limit", None)
     headers = {"request-id": rid, **error.headers}
     if error.status in (408, 409, 429) or error.status >= 500:
         headers.setdefault("x-should-retry", "true")

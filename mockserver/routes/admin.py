@@ -23,7 +23,7 @@ from mockserver.validation import parse_json
 from mockserver.web import json_response, read_body
 
 # Settings that pick sockets or stores: they take effect only at startup.
-BOOT_ONLY = ("host", "port", "storage")
+BOOT_ONLY = ("host", "port", "storage", "key_prefix")
 ADMIN_TOKEN_HEADER = "x-mockserver-admin-token"
 
 

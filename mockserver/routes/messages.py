@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from mockserver.admission import Ticket, admit, organization_for, settle
+from mockserver.catalog import model_class
 from mockserver.errors import InvalidRequestError
 from mockserver.fastmode import route
 from mockserver.ids import message_id
 from mockserver.journal import RequestRecord, api_key_id
 from mockserver.recording import record_of
+from mockserver.replies import Reply
 from mockserver.runtime import ServerState
 from mockserver.settings import ModelEntry
 from mockserver.streaming import generation_seconds, stream_reply
@@ -38,28 +43,51 @@ async def create_message(request: Request) -> Response:
     record.betas, record.max_tokens = sorted(caller.betas), body.max_tokens
     if runtime.settings.journal.record_bodies:
         record.body = parsed.raw
-    chosen = route(runtime.catalog, body.model, body.speed, caller.betas)
-    record.model = chosen.model.id
+    org = organization_for(caller.api_key, runtime.settings)
+    record.organization = org.name
+    chosen = route(runtime.catalog, body.model, body.speed, caller.betas, fast_allowed=org.fast_mode)
+    record.model, record.speed = chosen.model.id, chosen.speed
     input_tokens = count_input(
-        messages=parsed.raw["messages"],
-        system=parsed.raw.get("system"),
-        tools=parsed.raw.get("tools"),
+        messages=parsed.raw["messages"], system=parsed.raw.get("system"), tools=parsed.raw.get("tools")
     )
     check_model_limits(chosen.model, body.max_tokens, input_tokens, body.model)
     check_tool_choice(parsed)
+    ticket = await admit(
+        state,
+        org,
+        chosen.speed,
+        model_class(chosen.model),
+        input_tokens=input_tokens,
+        max_tokens=body.max_tokens,
+    )
     reply = runtime.planner.plan(
         parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=input_tokens
     )
     record.usage = reply.usage.to_json()
-    headers = {"request-id": new_request_id(request)}
+    headers = {"request-id": new_request_id(request), **ticket.headers}
     if body.stream:
-        stream = stream_reply(reply, message_id(), runtime, state.clock, chosen.model)
+        stream = _settled(
+            stream_reply(reply, message_id(), runtime, state.clock, chosen.model), state, ticket, reply
+        )
         return StreamingResponse(
             stream, media_type="text/event-stream; charset=utf-8", headers={**headers, **SSE_HEADERS}
         )
-    if runtime.settings.timing.pace_non_streaming:
-        await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
+    try:
+        if runtime.settings.timing.pace_non_streaming:
+            await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
+    finally:
+        await settle(state, ticket, reply.usage.output_tokens)
     return json_response(request, reply.message(message_id()), headers=headers)
+
+
+async def _settled(
+    stream: AsyncIterator[bytes], state: ServerState, ticket: Ticket, reply: Reply
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await settle(state, ticket, reply.usage.output_tokens)
 
 
 async def count_tokens(request: Request) -> Response:

@@ -1,0 +1,120 @@
+"""Rate-limit admission for one request: which organisation pays, charge up front, settle at the end.
+
+Input tokens are charged when a request is admitted; output tokens are reserved from `max_tokens`
+and corrected to what was really produced when the reply ends (reference §10.1), including a
+stream whose client went away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mockserver.errors import RateLimitError, ServiceUnavailableError
+from mockserver.journal import api_key_id
+from mockserver.limits.bucket import Draw
+from mockserver.limits.policy import (
+    LimitTable,
+    draws_for,
+    limit_name,
+    output_draw,
+    rate_limit_headers,
+    rejection_message,
+    retry_after_header,
+)
+from mockserver.limits.store import StoreUnavailable
+from mockserver.runtime import ServerState
+from mockserver.settings import LimitSettings, OrganizationSettings, Settings
+
+Speed = Literal["standard", "fast"]
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    name: str
+    fast_mode: bool
+    limits: LimitTable
+
+
+@dataclass
+class Ticket:
+    """An admitted request's reservation; `settle` it exactly once."""
+
+    headers: dict[str, str]
+    output: Draw | None = None
+    reserved_output: int = 0
+    settled: bool = field(default=False)
+
+
+def organization_for(api_key: str, settings: Settings) -> Organization:
+    for name, org in settings.organizations.items():
+        if api_key in org.keys:
+            return Organization(name, org.fast_mode, _table(settings.limits, org))
+    # By default every key is an organisation of its own, named by its digest (never the key).
+    return Organization(api_key_id(api_key), True, _table(settings.limits, None))
+
+
+def _table(defaults: LimitSettings, org: OrganizationSettings | None) -> LimitTable:
+    names = (
+        "requests_per_minute",
+        "input_tokens_per_minute",
+        "output_tokens_per_minute",
+        "fast_input_tokens_per_minute",
+        "fast_output_tokens_per_minute",
+    )
+    values = {name: getattr(defaults, name) for name in names}
+    if org is not None:
+        values.update({name: getattr(org, name) for name in names if getattr(org, name) is not None})
+    return LimitTable(**values)
+
+
+async def admit(
+    state: ServerState,
+    org: Organization,
+    speed: Speed,
+    model_class: str,
+    *,
+    input_tokens: int,
+    max_tokens: int,
+) -> Ticket:
+    """Charge the request's buckets or raise the 429 the real API would send."""
+    if not state.runtime.settings.limits.enabled:
+        return Ticket(headers={})
+    draws = draws_for(org.name, speed, model_class, org.limits, input_tokens, max_tokens)
+    now = state.limiter_now()
+    try:
+        admission = await state.buckets.acquire(draws, now)
+    except StoreUnavailable as exc:
+        raise ServiceUnavailableError(f"rate limiter unavailable: {exc}") from None
+    headers = rate_limit_headers(
+        speed, org.limits, admission.levels, draws, state.clock.now() if now is None else now
+    )
+    if admission.admitted:
+        output = output_draw(org.name, speed, model_class, org.limits, max_tokens)
+        return Ticket(headers=headers, output=output, reserved_output=max_tokens)
+    limiting = admission.limiting or draws[0].key
+    draw = next(d for d in draws if d.key == limiting)
+    message = rejection_message(limiting, draw.capacity, admission.never_fits, draw.cost)
+    if admission.never_fits:
+        # Waiting would not help, so no retry-after; and the SDK must not retry either.
+        raise RateLimitError(
+            message, headers={**headers, "x-should-retry": "false"}, limit=limit_name(limiting)
+        )
+    retry = {"retry-after": retry_after_header(admission.retry_after), "x-should-retry": "true"}
+    raise RateLimitError(message, headers={**headers, **retry}, limit=limit_name(limiting))
+
+
+async def settle(state: ServerState, ticket: Ticket, output_tokens: int) -> None:
+    """Give back the part of the `max_tokens` reservation the reply did not use."""
+    if ticket.settled or ticket.output is None:
+        return
+    ticket.settled = True
+    unused = ticket.reserved_output - output_tokens
+    if unused == 0:
+        return
+    draw = ticket.output
+    try:
+        await state.buckets.adjust(draw.key, draw.capacity, draw.rate, unused, state.limiter_now())
+    except StoreUnavailable:
+        # The reservation stays charged: over-counting for a minute beats failing a finished reply.
+        return
