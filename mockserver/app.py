@@ -74,6 +74,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    # A bug in mockserver must still look like the API (a retryable 500), not like a traceback.
+    # A bug in mockserver must still look like the API (a retryable 500), not like a traceback;
+    # the exception is kept so an embedding test (the pytest plugin) can fail with it.
     log.exception("unexpected error while serving %s %s", request.method, request.url.path)
+    request.app.state.mock.server_errors.append(exc)
     return error_response(request, InternalServerError("Internal server error"))

@@ -60,6 +60,7 @@ class ServerState:
         self.buckets = buckets or bucket_store_from_uri(storage, clock=self.clock, key_prefix=prefix)
         self.journal = Journal(self.store)
         self.metrics = Metrics()
+        self.server_errors: list[BaseException] = []  # unexpected exceptions, for embedding tests
 
     def limiter_now(self) -> float | None:
         # In production the Redis store reads the Redis server's clock so replicas agree;
