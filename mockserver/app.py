@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         Route("/_admin/reset", admin.reset, methods=["POST"]),
         Route("/_admin/requests", admin.list_requests, methods=["GET"]),
         Route("/_admin/requests", admin.clear_requests, methods=["DELETE"]),
+        Route("/_admin/usage", admin.usage, methods=["GET"]),
         Route("/metrics", admin.metrics, methods=["GET"]),
     ]
 

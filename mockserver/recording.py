@@ -89,6 +89,7 @@ class RecordingMiddleware:
             _log_access(record, settings.log.format)
         try:
             await self.state.journal.record(record, settings.journal)
+            await self.state.usage.record(record)
         except StoreUnavailable as exc:
             log.warning("journal entry %s not kept: %s", record.request_id, exc)
 

@@ -121,10 +121,11 @@ class Reply:
     stop_reason: StopReason
     stop_sequence: str | None
     usage: Usage
+    diagnostics: dict[str, Any] | None = None  # cache-miss diagnosis, only when one was asked for
 
     def message(self, message_id: str) -> dict[str, Any]:
         # Key order as recorded from the real API.
-        return {
+        body = {
             "model": self.model,
             "id": message_id,
             "type": "message",
@@ -134,6 +135,9 @@ class Reply:
             "stop_sequence": self.stop_sequence,
             "usage": self.usage.to_json(),
         }
+        if self.diagnostics is not None:
+            body["diagnostics"] = self.diagnostics
+        return body
 
     def with_usage(self, **changes: Any) -> Reply:
         return replace(self, usage=replace(self.usage, **changes))

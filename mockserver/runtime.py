@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 
+from mockserver.cache import PromptCache
 from mockserver.canned import CannedReplies
 from mockserver.catalog import Catalog
 from mockserver.clock import Clock, SystemClock
@@ -19,6 +20,7 @@ from mockserver.metrics import Metrics
 from mockserver.replies import Planner
 from mockserver.settings import Settings
 from mockserver.state import StateStore, state_store_from_uri
+from mockserver.usage import UsageLedger
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class ServerState:
         self.store = store or state_store_from_uri(storage, clock=self.clock, key_prefix=prefix)
         self.buckets = buckets or bucket_store_from_uri(storage, clock=self.clock, key_prefix=prefix)
         self.journal = Journal(self.store)
+        self.cache = PromptCache(self.store)
+        self.usage = UsageLedger(self.store)
         self.metrics = Metrics()
         self.server_errors: list[BaseException] = []  # unexpected exceptions, for embedding tests
 

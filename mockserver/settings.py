@@ -103,6 +103,44 @@ class LogSettings(_Frozen):
     format: Literal["text", "json"] = "text"
 
 
+class CacheSettings(_Frozen):
+    enabled: bool = True
+    # Prefixes shorter than this are silently not cached (the documented per-model minimums vary).
+    min_tokens: int = Field(default=1_024, ge=0)
+
+
+class Price(_Frozen):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+def _default_prices() -> dict[str, Price]:
+    # Standard rates in USD per million tokens, by model line; fast mode multiplies them (the seed:
+    # $30 / $150 for Opus, 6x the standard $5 / $25, across the whole context window).
+    return {
+        "opus": Price(input_per_mtok=5.0, output_per_mtok=25.0),
+        "sonnet": Price(input_per_mtok=3.0, output_per_mtok=15.0),
+        "haiku": Price(input_per_mtok=1.0, output_per_mtok=5.0),
+        "fable": Price(input_per_mtok=3.0, output_per_mtok=15.0),
+        "mythos": Price(input_per_mtok=15.0, output_per_mtok=75.0),
+    }
+
+
+class PricingSettings(_Frozen):
+    # Keys are model lines ("opus") or exact model ids, which win over their line.
+    models: dict[str, Price] = Field(default_factory=_default_prices)
+    fast_multiplier: float = Field(default=6.0, gt=0)
+    batch_multiplier: float = Field(default=0.5, gt=0)
+    cache_write_5m_multiplier: float = Field(default=1.25, ge=0)
+    cache_write_1h_multiplier: float = Field(default=2.0, ge=0)
+    cache_read_multiplier: float = Field(default=0.1, ge=0)
+
+    @field_validator("models")
+    @classmethod
+    def _over_the_defaults(cls, value: dict[str, Price]) -> dict[str, Price]:
+        return {**_default_prices(), **value}
+
+
 class BetaSettings(_Frozen):
     extra: tuple[str, ...] = ()
     reject_unknown: bool = True
@@ -126,6 +164,8 @@ class Settings(_Frozen):
     organizations: dict[str, OrganizationSettings] = Field(default_factory=dict)
     betas: BetaSettings = BetaSettings()
     journal: JournalSettings = JournalSettings()
+    cache: CacheSettings = CacheSettings()
+    pricing: PricingSettings = PricingSettings()
     admin: AdminSettings = AdminSettings()
     log: LogSettings = LogSettings()
 

@@ -104,6 +104,22 @@ async def clear_requests(request: Request) -> Response:
     return json_response(request, {"deleted": count})
 
 
+async def usage(request: Request) -> Response:
+    """Tokens and cost grouped by organisation, model and speed; `since`/`until` are epoch seconds."""
+    state = authorize(request)
+    bounds = {}
+    for name in ("since", "until"):
+        raw = request.query_params.get(name)
+        if raw is not None:
+            try:
+                bounds[name] = float(raw)
+            except ValueError:
+                raise InvalidRequestError(f"{name}: Input should be epoch seconds") from None
+    rows = await _guarded(state.usage.report(**bounds))
+    total = round(sum(row["cost_usd"] for row in rows), 6)
+    return json_response(request, {"data": rows, "total_cost_usd": total})
+
+
 async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from mockserver.admission import Ticket, admit, organization_for, settle
+from mockserver.cache import CacheOutcome
 from mockserver.catalog import model_class
-from mockserver.errors import InvalidRequestError
+from mockserver.errors import InvalidRequestError, ServiceUnavailableError
 from mockserver.fastmode import route
 from mockserver.ids import message_id
 from mockserver.journal import RequestRecord, api_key_id
+from mockserver.limits.store import StoreUnavailable
+from mockserver.pricing import cost_usd
 from mockserver.recording import record_of
 from mockserver.replies import Reply
 from mockserver.runtime import ServerState
@@ -28,6 +33,7 @@ from mockserver.validation import (
 from mockserver.web import json_response, new_request_id, read_body
 
 SSE_HEADERS = {"cache-control": "no-cache"}
+T = TypeVar("T")
 
 
 async def create_message(request: Request) -> Response:
@@ -52,23 +58,34 @@ async def create_message(request: Request) -> Response:
     )
     check_model_limits(chosen.model, body.max_tokens, input_tokens, body.model)
     check_tool_choice(parsed)
+    mid = message_id()
+    cached = await _look_up_cache(state, parsed, org.name, chosen.model.id, chosen.speed)
+    uncached = input_tokens - cached.read_tokens - cached.created_tokens
+    # Cache reads do not count towards input-token limits; cache writes do (reference §10.1).
     ticket = await admit(
         state,
         org,
         chosen.speed,
         model_class(chosen.model),
-        input_tokens=input_tokens,
+        input_tokens=uncached + cached.created_tokens,
         max_tokens=body.max_tokens,
     )
-    reply = runtime.planner.plan(
-        parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=input_tokens
+    await _guarded(state.cache.commit(cached, now=state.clock.now(), message_id=mid))
+    reply = runtime.planner.plan(parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=uncached)
+    reply = replace(
+        reply.with_usage(
+            cache_read_input_tokens=cached.read_tokens,
+            cache_creation_input_tokens=cached.created_tokens,
+            ephemeral_5m_input_tokens=cached.created_5m,
+            ephemeral_1h_input_tokens=cached.created_1h,
+        ),
+        diagnostics=await _diagnose(state, parsed, cached),
     )
     record.usage = reply.usage.to_json()
+    record.cost_usd = cost_usd(record.usage, chosen.model, runtime.settings.pricing)
     headers = {"request-id": new_request_id(request), **ticket.headers}
     if body.stream:
-        stream = _settled(
-            stream_reply(reply, message_id(), runtime, state.clock, chosen.model), state, ticket, reply
-        )
+        stream = _settled(stream_reply(reply, mid, runtime, state.clock, chosen.model), state, ticket, reply)
         return StreamingResponse(
             stream, media_type="text/event-stream; charset=utf-8", headers={**headers, **SSE_HEADERS}
         )
@@ -77,7 +94,35 @@ async def create_message(request: Request) -> Response:
             await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
     finally:
         await settle(state, ticket, reply.usage.output_tokens)
-    return json_response(request, reply.message(message_id()), headers=headers)
+    return json_response(request, reply.message(mid), headers=headers)
+
+
+async def _look_up_cache(
+    state: ServerState, parsed: MessagesRequest, org: str, model: str, speed: str
+) -> CacheOutcome:
+    settings = state.runtime.settings.cache
+    if not settings.enabled:
+        return CacheOutcome()
+    lookup = state.cache.lookup(
+        parsed.raw, org=org, model=model, speed=speed, now=state.clock.now(), min_tokens=settings.min_tokens
+    )
+    return await _guarded(lookup)
+
+
+async def _diagnose(
+    state: ServerState, parsed: MessagesRequest, cached: CacheOutcome
+) -> dict[str, Any] | None:
+    asked = parsed.body.diagnostics
+    if asked is None or asked.previous_message_id is None or cached.fingerprint is None:
+        return None
+    return await _guarded(state.cache.diagnose(asked.previous_message_id, cached.fingerprint))
+
+
+async def _guarded(awaitable: Awaitable[T]) -> T:
+    try:
+        return await awaitable
+    except StoreUnavailable as exc:
+        raise ServiceUnavailableError(f"state store unavailable: {exc}") from None
 
 
 async def _settled(

@@ -1,0 +1,68 @@
+"""The usage ledger behind `GET /_admin/usage`: tokens and cost per organisation, model and speed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from mockserver.journal import RequestRecord
+from mockserver.state import StateStore
+
+LEDGER_KEY = "usage:ledger"
+MAX_ROWS = 100_000
+_FIELDS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+class UsageLedger:
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def record(self, record: RequestRecord) -> None:
+        if record.status != 200 or not record.usage:
+            return
+        usage = record.usage
+        row = [
+            record.started_at,
+            record.organization,
+            record.model,
+            record.speed,
+            usage.get("input_tokens", 0),
+            record.delivered_output_tokens
+            if record.delivered_output_tokens is not None
+            else usage.get("output_tokens", 0),
+            usage.get("cache_creation_input_tokens", 0),
+            usage.get("cache_read_input_tokens", 0),
+            record.cost_usd or 0.0,
+        ]
+        await self._store.append(LEDGER_KEY, row, max_len=MAX_ROWS)
+
+    async def report(self, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        groups: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(
+            lambda: dict.fromkeys(_FIELDS, 0) | {"cost_usd": 0.0}
+        )
+        for at, org, model, speed, inp, out, created, read, cost in await self._store.items(LEDGER_KEY):
+            if (since is not None and at < since) or (until is not None and at >= until):
+                continue
+            group = groups[(org, model, speed)]
+            group["requests"] += 1
+            group["input_tokens"] += inp
+            group["output_tokens"] += out
+            group["cache_creation_input_tokens"] += created
+            group["cache_read_input_tokens"] += read
+            group["cost_usd"] += cost
+        return [
+            {
+                "organization": org,
+                "model": model,
+                "speed": speed,
+                **values,
+                "cost_usd": round(values["cost_usd"], 6),
+            }
+            for (org, model, speed), values in sorted(groups.items())
+        ]
