@@ -38,6 +38,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         Route("/_admin/requests", admin.list_requests, methods=["GET"]),
         Route("/_admin/requests", admin.clear_requests, methods=["DELETE"]),
         Route("/_admin/usage", admin.usage, methods=["GET"]),
+        Route("/_admin/faults", admin.list_faults, methods=["GET"]),
+        Route("/_admin/faults", admin.create_fault, methods=["POST"]),
+        Route("/_admin/faults/{name}", admin.delete_fault, methods=["DELETE"]),
         Route("/metrics", admin.metrics, methods=["GET"]),
     ]
 

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mockserver.chaos import ConnectionDropped
 from mockserver.ids import request_id
 from mockserver.journal import RequestRecord
 from mockserver.limits.store import StoreUnavailable
@@ -18,10 +19,19 @@ log = logging.getLogger("mockserver")
 
 RECORD = "mockserver.record"
 REQUEST_ID = "mockserver.request_id"
+TRANSPORT = "mockserver.transport"
 
 
 def record_of(scope: Scope) -> RequestRecord | None:
     return scope.get(RECORD)
+
+
+def drop_connection(scope: Scope) -> None:
+    """Abort the client's connection at once (a TCP reset, no response) and stop this request."""
+    transport = scope.get(TRANSPORT)
+    if transport is not None:
+        transport.abort()
+    raise ConnectionDropped
 
 
 class RecordingMiddleware:
@@ -37,6 +47,9 @@ class RecordingMiddleware:
         record = RequestRecord(request_id(), scope["method"], scope["path"], clock.now())
         scope[REQUEST_ID] = record.request_id
         scope[RECORD] = record
+        # uvicorn's receive is a method of the request cycle that owns the transport; chaos faults
+        # abort it to drop the connection without a response.
+        scope[TRANSPORT] = getattr(getattr(receive, "__self__", None), "transport", None)
         record.retry_count = _retry_count(scope)
         first_token_at: float | None = None
         streaming = False
@@ -56,6 +69,8 @@ class RecordingMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ConnectionDropped:
+            record.status = record.status or 0  # 0: aborted on purpose before any response
         except BaseException:
             record.status = record.status or 500
             raise

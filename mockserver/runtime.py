@@ -13,6 +13,7 @@ from importlib import resources
 from mockserver.cache import PromptCache
 from mockserver.canned import CannedReplies
 from mockserver.catalog import Catalog
+from mockserver.chaos import FaultBook
 from mockserver.clock import Clock, SystemClock
 from mockserver.journal import Journal
 from mockserver.limits.store import BucketStore, bucket_store_from_uri
@@ -63,6 +64,7 @@ class ServerState:
         self.journal = Journal(self.store)
         self.cache = PromptCache(self.store)
         self.usage = UsageLedger(self.store)
+        self.faults = FaultBook(self.store)
         self.metrics = Metrics()
         self.server_errors: list[BaseException] = []  # unexpected exceptions, for embedding tests
 

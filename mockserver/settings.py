@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mockserver.errors import ConfigError
+from mockserver.faults import Fault
 
 ENV_PREFIX = "MOCKSERVER_"
 ENV_NESTING = "__"
@@ -141,9 +142,41 @@ class PricingSettings(_Frozen):
         return {**_default_prices(), **value}
 
 
+class ChaosSettings(_Frozen):
+    # Serving a fast request at standard speed misreports nothing (usage.speed says "standard"),
+    # but it breaks the promise fast mode makes, so a degrade_speed fault needs this switch.
+    allow_degraded_speed: bool = False
+    header_faults: bool = True  # honour the per-request `x-mockserver-fault` header
+
+
 class BetaSettings(_Frozen):
     extra: tuple[str, ...] = ()
     reject_unknown: bool = True
+
+
+class BatchSettings(_Frozen):
+    """The Message Batches emulation: how long a batch takes and how its requests turn out."""
+
+    # Seconds from creation until every request of a batch has finished (divided by timing.time_scale).
+    # The real API takes minutes to hours; a short default keeps polling tests quick.
+    processing_seconds: float = Field(default=2.0, ge=0)
+    # Seconds a canceled batch stays `canceling` (divided by timing.time_scale): requests due to
+    # finish in that window still finish, as in-flight requests do on the real API.
+    cancel_seconds: float = Field(default=1.0, ge=0)
+    max_requests: int = Field(default=100_000, gt=0)
+    max_body_bytes: int = Field(default=256 * MiB, gt=0)
+    # Relative weights of each request's outcome, drawn per custom_id from the server seed.
+    succeeded_weight: float = Field(default=1.0, ge=0)
+    errored_weight: float = Field(default=0.0, ge=0)
+    expired_weight: float = Field(default=0.0, ge=0)
+    canceled_weight: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_outcome_possible(self) -> BatchSettings:
+        weights = (self.succeeded_weight, self.errored_weight, self.expired_weight, self.canceled_weight)
+        if not sum(weights) > 0:
+            raise ValueError("at least one of the outcome weights must be positive")
+        return self
 
 
 class Settings(_Frozen):
@@ -166,8 +199,11 @@ class Settings(_Frozen):
     journal: JournalSettings = JournalSettings()
     cache: CacheSettings = CacheSettings()
     pricing: PricingSettings = PricingSettings()
+    chaos: ChaosSettings = ChaosSettings()
+    faults: tuple[Fault, ...] = ()
     admin: AdminSettings = AdminSettings()
     log: LogSettings = LogSettings()
+    batches: BatchSettings = BatchSettings()
 
     @field_validator("storage")
     @classmethod
@@ -176,6 +212,16 @@ class Settings(_Frozen):
         if scheme not in {"memory", "redis", "rediss", "unix"}:
             raise ValueError(f"unsupported storage URI {value!r}; use memory:// or redis://host:port/db")
         return value
+
+    @model_validator(mode="after")
+    def _faults_are_consistent(self) -> Settings:
+        names = [fault.name for fault in self.faults]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"faults: duplicate name {duplicates[0]!r}")
+        if any(f.kind == "degrade_speed" for f in self.faults) and not self.chaos.allow_degraded_speed:
+            raise ValueError("faults: a degrade_speed fault needs chaos.allow_degraded_speed = true")
+        return self
 
     @model_validator(mode="after")
     def _admin_needs_a_token_beyond_loopback(self) -> Settings:

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mockserver.chaos import parse_fault
 from mockserver.errors import (
     AuthenticationError,
     ConfigError,
@@ -102,6 +103,34 @@ async def clear_requests(request: Request) -> Response:
     count = len(await _guarded(state.journal.entries()))
     await _guarded(state.journal.clear())
     return json_response(request, {"deleted": count})
+
+
+async def list_faults(request: Request) -> Response:
+    state = authorize(request)
+    configured = [{**f.model_dump(), "source": "settings"} for f in state.runtime.settings.faults]
+    created = [{**f.model_dump(), "source": "admin"} for f in await _guarded(state.faults.created())]
+    return json_response(request, {"data": configured + created})
+
+
+async def create_fault(request: Request) -> Response:
+    state = authorize(request)
+    fault = parse_fault(parse_json(await read_body(request, state.runtime.settings.max_body_bytes)))
+    if fault.kind == "degrade_speed" and not state.runtime.settings.chaos.allow_degraded_speed:
+        raise InvalidRequestError("kind: degrade_speed faults need chaos.allow_degraded_speed = true")
+    await _guarded(state.faults.add(fault, list(state.runtime.settings.faults)))
+    return json_response(request, {**fault.model_dump(), "source": "admin"}, status=201)
+
+
+async def delete_fault(request: Request) -> Response:
+    state = authorize(request)
+    name = request.path_params["name"]
+    if any(f.name == name for f in state.runtime.settings.faults):
+        raise InvalidRequestError(
+            f"fault {name!r} comes from the settings; change it with PATCH /_admin/settings"
+        )
+    if not await _guarded(state.faults.delete(name)):
+        raise NotFoundError(f"no fault named {name!r}")
+    return json_response(request, {"name": name, "deleted": True})
 
 
 async def usage(request: Request) -> Response:

@@ -12,13 +12,15 @@ from starlette.responses import Response, StreamingResponse
 from mockserver.admission import Ticket, admit, organization_for, settle
 from mockserver.cache import CacheOutcome
 from mockserver.catalog import model_class
+from mockserver.chaos import FAULT_HEADER, Fired, http_error
 from mockserver.errors import InvalidRequestError, ServiceUnavailableError
-from mockserver.fastmode import route
+from mockserver.fastmode import Route, route
+from mockserver.faults import Target, latency
 from mockserver.ids import message_id
 from mockserver.journal import RequestRecord, api_key_id
 from mockserver.limits.store import StoreUnavailable
 from mockserver.pricing import cost_usd
-from mockserver.recording import record_of
+from mockserver.recording import drop_connection, record_of
 from mockserver.replies import Reply
 from mockserver.runtime import ServerState
 from mockserver.settings import ModelEntry
@@ -58,6 +60,11 @@ async def create_message(request: Request) -> Response:
     )
     check_model_limits(chosen.model, body.max_tokens, input_tokens, body.model)
     check_tool_choice(parsed)
+    fired = await _choose_fault(state, request, chosen.model.id, chosen.speed, org.name, bool(body.stream))
+    if fired is not None:
+        record.fault = fired.fault.name
+        chosen = await _apply_http_fault(state, request, fired, chosen)
+        record.speed = chosen.speed
     mid = message_id()
     cached = await _look_up_cache(state, parsed, org.name, chosen.model.id, chosen.speed)
     uncached = input_tokens - cached.read_tokens - cached.created_tokens
@@ -95,6 +102,36 @@ async def create_message(request: Request) -> Response:
     finally:
         await settle(state, ticket, reply.usage.output_tokens)
     return json_response(request, reply.message(mid), headers=headers)
+
+
+async def _choose_fault(
+    state: ServerState, request: Request, model: str, speed: str, org: str, stream: bool
+) -> Fired | None:
+    settings = state.runtime.settings
+    header = request.headers.get(FAULT_HEADER) if settings.chaos.header_faults else None
+    if not settings.faults and header is None and not await _guarded(state.faults.created()):
+        return None
+    target = Target(path=request.url.path, model=model, speed=speed, organization=org, stream=stream)
+    choice = state.faults.choose(
+        target, list(settings.faults), header, seed=settings.seed, now=state.clock.now()
+    )
+    return await _guarded(choice)
+
+
+async def _apply_http_fault(state: ServerState, request: Request, fired: Fired, chosen: Route) -> Route:
+    """Act out a fault that strikes before the reply starts; stream faults are left to the stream."""
+    fault = fired.fault
+    if fault.kind in ("http_error", "fast_outage"):
+        raise http_error(fault, state.clock.now())
+    if fault.kind == "latency":
+        await state.clock.sleep(latency(fault, state.runtime.settings.seed, fired.seen))
+    elif fault.kind == "reset":
+        drop_connection(request.scope)
+    elif fault.kind == "degrade_speed" and chosen.speed == "fast":
+        if not state.runtime.settings.chaos.allow_degraded_speed:
+            raise InvalidRequestError("degrade_speed faults need chaos.allow_degraded_speed = true")
+        return replace(chosen, speed="standard")
+    return chosen
 
 
 async def _look_up_cache(

@@ -1,0 +1,132 @@
+"""Faults at run time: where they are kept, which one fires for a request, and what it does on the wire.
+
+Faults come from three places: the settings (`faults = [...]`, part of the boot state), the admin API
+(`/_admin/faults`, kept in the shared store so every worker sees them), and a single request's
+`x-mockserver-fault` header (a configured fault's name, or a fault as JSON, for targeted tests).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from mockserver.errors import APIError, InvalidRequestError, RateLimitError, api_error_for_status
+from mockserver.faults import Fault, Target, fires, matches
+from mockserver.state import StateStore
+from mockserver.validation import describe
+
+FAULT_HEADER = "x-mockserver-fault"
+_CREATED = "faults:created"
+_DEFAULT_MESSAGES = {
+    429: "Rate limited (injected fault)",
+    500: "Internal server error",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+    529: "Overloaded",
+}
+
+
+class ConnectionDropped(Exception):
+    """Raised after the connection was aborted on purpose; nothing more may be sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    fault: Fault
+    seen: int  # the how-many-th matching request this was, for seeded draws
+
+
+class FaultBook:
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def created(self) -> list[Fault]:
+        return [Fault.model_validate(raw) for raw in await self._store.get(_CREATED) or []]
+
+    async def add(self, fault: Fault, configured: list[Fault]) -> None:
+        existing = await self.created()
+        if any(f.name == fault.name for f in [*configured, *existing]):
+            raise InvalidRequestError(f"name: a fault named {fault.name!r} already exists")
+        await self._store.put(_CREATED, [f.model_dump() for f in [*existing, fault]])
+
+    async def delete(self, name: str) -> bool:
+        existing = await self.created()
+        kept = [f for f in existing if f.name != name]
+        await self._store.put(_CREATED, [f.model_dump() for f in kept])
+        await self._store.delete(_seen_key(name))
+        return len(kept) != len(existing)
+
+    async def choose(
+        self, target: Target, configured: list[Fault], header: str | None, *, seed: int, now: float
+    ) -> Fired | None:
+        if header:
+            return Fired(_from_header(header, [*configured, *await self.created()]), 1)
+        for fault in [*configured, *await self.created()]:
+            if not matches(fault, target):
+                continue
+            seen = await self._store.incr(_seen_key(fault.name)) if fault.counted else 1
+            if fires(fault, seen, seed=seed, now=now):
+                return Fired(fault, seen)
+        return None
+
+
+def parse_fault(data: Any) -> Fault:
+    try:
+        return Fault.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(describe(exc)) from None
+
+
+def http_error(fault: Fault, now: float) -> APIError:
+    """The error response a fault of kind http_error or fast_outage sends."""
+    headers: dict[str, str] = {}
+    retry_after = fault.retry_after
+    if fault.kind == "fast_outage" and retry_after is None:
+        retry_after = max(1.0, fault.end_at - now) if fault.end_at is not None else 1.0
+    if retry_after is not None:
+        headers["retry-after"] = str(math.ceil(retry_after))
+    if fault.retry_after_ms is not None:
+        headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+    if fault.should_retry is not None:
+        headers["x-should-retry"] = "true" if fault.should_retry else "false"
+    if fault.kind == "fast_outage":
+        message = fault.message or (
+            "Fast mode is temporarily unavailable (capacity). Retry later or send the request without "
+            'speed="fast".'
+        )
+        return RateLimitError(message, headers=headers, limit="fast mode capacity")
+    status = fault.status
+    error = api_error_for_status(
+        status, fault.message or _DEFAULT_MESSAGES.get(status, "Injected fault"), headers=headers
+    )
+    if fault.error_type is not None:
+        error.error_type = fault.error_type  # type: ignore[misc]
+    return error
+
+
+def _from_header(value: str, known: list[Fault]) -> Fault:
+    stripped = value.strip()
+    if not stripped.startswith("{"):
+        for fault in known:
+            if fault.name == stripped:
+                return fault.model_copy(update={"count": None, "every": None, "probability": None})
+        raise InvalidRequestError(f"{FAULT_HEADER}: no fault named {stripped!r}")
+    try:
+        data = orjson.loads(stripped)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"{FAULT_HEADER}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"{FAULT_HEADER}: expected a JSON object")
+    try:
+        return Fault.model_validate({"name": "request-header", **data})
+    except ValidationError as exc:
+        raise InvalidRequestError(f"{FAULT_HEADER}: {describe(exc)}") from None
+
+
+def _seen_key(name: str) -> str:
+    return f"faults:seen:{name}"
