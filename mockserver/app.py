@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -57,6 +58,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.mock = state
     return app
+
+
+WORKER_SETTINGS_ENV = "MOCKSERVER_WORKER_SETTINGS"
+
+
+def app_from_environment() -> Starlette:
+    """The app of one `--workers` process: its parent passes the final settings as JSON."""
+    raw = os.environ.get(WORKER_SETTINGS_ENV)
+    return create_app(Settings.model_validate_json(raw) if raw else Settings())
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from mockserver.admin_client import AdminClient, AdminError
-from mockserver.app import create_app
+from mockserver.app import WORKER_SETTINGS_ENV, create_app
 from mockserver.errors import ConfigError
 from mockserver.server import bind_socket, url_of, uvicorn_config
 from mockserver.settings import Settings, load_settings
@@ -52,8 +53,9 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
     parser.add_argument("--seed", type=int, help="seed for reply content (default 0)")
     parser.add_argument(
-        "--storage", metavar="URI", help="limiter state: memory:// (default) or redis://host:port/db"
+        "--storage", metavar="URI", help="shared state: memory:// (default) or redis://host:port/db"
     )
+    parser.add_argument("--workers", type=int, help="worker processes; more than one needs redis:// storage")
     parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cli_overrides(options: argparse.Namespace) -> dict[str, Any]:
-    names = ("host", "port", "seed", "storage")
+    names = ("host", "port", "seed", "storage", "workers")
     return {name: getattr(options, name) for name in names if getattr(options, name) is not None}
 
 
@@ -137,13 +139,23 @@ def _nested(pairs: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve(settings: Settings, *, log_level: str = "info") -> int:
+    workers = settings.workers
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    app = create_app(settings)
     sock = bind_socket(settings.host, settings.port)
-    print(f"mockserver listening on {url_of(sock)}", flush=True)
-    server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
+    print(
+        f"mockserver listening on {url_of(sock)}" + (f" ({workers} workers)" if workers > 1 else ""),
+        flush=True,
+    )
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        if workers > 1:
+            os.environ[WORKER_SETTINGS_ENV] = settings.model_dump_json()
+            config = uvicorn_config(
+                "mockserver.app:app_from_environment", factory=True, workers=workers, log_level=log_level
+            )
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server = uvicorn.Server(uvicorn_config(create_app(settings), log_level=log_level))
+            asyncio.run(server.serve(sockets=[sock]))
     except KeyboardInterrupt:
         pass
     finally:

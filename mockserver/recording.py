@@ -40,7 +40,14 @@ class RecordingMiddleware:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.state.sync_settings()
+        except StoreUnavailable as exc:
+            log.warning("settings not synchronised: %s", exc)
+        if not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         clock = self.state.clock

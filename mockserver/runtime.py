@@ -7,8 +7,10 @@ never shows a request half old and half new values.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from mockserver.cache import PromptCache
 from mockserver.canned import CannedReplies
@@ -67,25 +69,47 @@ class ServerState:
         self.faults = FaultBook(self.store)
         self.metrics = Metrics()
         self.server_errors: list[BaseException] = []  # unexpected exceptions, for embedding tests
+        self._settings_version = 0  # of the admin patches in the store that `runtime` reflects
 
     def limiter_now(self) -> float | None:
         # In production the Redis store reads the Redis server's clock so replicas agree;
         # an injected (fake) clock must drive the buckets instead.
         return None if isinstance(self.clock, SystemClock) else self.clock.now()
 
-    def apply(self, settings: Settings) -> None:
+    async def patch_settings(self, patch: Mapping[str, Any]) -> Settings:
+        """Validate a partial update against the current settings and publish it to every worker."""
+        await self.sync_settings()
+        settings = self.runtime.settings.with_layer(patch, "admin API")  # raises ConfigError, changes nothing
+        patches = [*(await self.store.get(_PATCHES_KEY) or []), dict(patch)]
+        await self.store.put(_PATCHES_KEY, patches)
+        self._settings_version = await self.store.incr(_VERSION_KEY)
         self.runtime = Runtime.from_settings(settings)
+        return settings
+
+    async def sync_settings(self) -> None:
+        """Pick up settings another worker patched (or reset) since this one last looked."""
+        version = int(await self.store.get(_VERSION_KEY) or 0)
+        if version == self._settings_version:
+            return
+        settings = self.boot_settings
+        for patch in await self.store.get(_PATCHES_KEY) or []:
+            settings = settings.with_layer(patch, "admin API")
+        self.runtime = Runtime.from_settings(settings)
+        self._settings_version = version
 
     async def reset(self) -> None:
         await self.buckets.reset()
         await self.store.clear()
         self.runtime = Runtime.from_settings(self.boot_settings)
+        self._settings_version = 0
 
     async def close(self) -> None:
         await self.buckets.close()
         await self.store.close()
 
 
+_PATCHES_KEY = "settings:patches"
+_VERSION_KEY = "settings:version"
 _BETAS: frozenset[str] | None = None
 
 

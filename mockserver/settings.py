@@ -23,6 +23,8 @@ from mockserver.faults import Fault
 
 ENV_PREFIX = "MOCKSERVER_"
 ENV_NESTING = "__"
+# MOCKSERVER_* variables that are not settings: a client's server URL, a worker's boot settings.
+_NOT_SETTINGS = ("MOCKSERVER_URL", "MOCKSERVER_WORKER_SETTINGS")
 MiB = 1024 * 1024
 
 
@@ -186,6 +188,7 @@ class Settings(_Frozen):
     storage: str = "memory://"
     # Prefix of every key in a shared store: servers with different prefixes share nothing.
     key_prefix: str = "mockserver:"
+    workers: int = Field(default=1, ge=1)  # server processes; more than one needs redis:// storage
     max_body_bytes: int = Field(default=32 * MiB, gt=0)
     # Empty: any non-empty key is accepted (the common case for a test double).
     api_keys: tuple[str, ...] = ()
@@ -212,6 +215,16 @@ class Settings(_Frozen):
         if scheme not in {"memory", "redis", "rediss", "unix"}:
             raise ValueError(f"unsupported storage URI {value!r}; use memory:// or redis://host:port/db")
         return value
+
+    @model_validator(mode="after")
+    def _workers_share_state(self) -> Settings:
+        if self.workers > 1 and self.storage.startswith("memory:"):
+            # Each process would keep its own buckets: N workers would silently admit N times the limit.
+            raise ValueError(
+                f"{self.workers} workers need shared state: with memory:// storage every worker would keep "
+                "its own limits, caches, batches and journal; use storage redis://host:port/db, or one worker"
+            )
+        return self
 
     @model_validator(mode="after")
     def _faults_are_consistent(self) -> Settings:
@@ -294,7 +307,7 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
     data: dict[str, Any] = {}
     key_origins: dict[tuple[str, ...], str] = {}
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == "MOCKSERVER_URL":
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTING))
         if not all(path):
@@ -336,10 +349,12 @@ def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> s
     problems = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
-        key = ".".join(loc) or "(root)"
-        origin = _origin_of(loc, origins)
         message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(f"setting '{key}' from {origin}: {message}")
+        message = message.removeprefix("Value error, ")
+        if not loc:  # a rule across several settings
+            problems.append(message)
+            continue
+        problems.append(f"setting '{'.'.join(loc)}' from {_origin_of(loc, origins)}: {message}")
     return "invalid settings: " + "; ".join(problems)
 
 

@@ -69,10 +69,9 @@ async def patch_settings(request: Request) -> Response:
     if fixed:
         raise InvalidRequestError(f"{fixed[0]}: can only be set at startup (config file, environment or CLI)")
     try:
-        settings = state.runtime.settings.with_layer(patch, "admin API")
+        await _guarded(state.patch_settings(patch))
     except ConfigError as exc:
         raise InvalidRequestError(str(exc)) from None
-    state.apply(settings)
     return json_response(request, public_settings(state))
 
 
