@@ -17,7 +17,7 @@ from starlette.routing import Route
 from mockserver.clock import Clock
 from mockserver.errors import APIError, InternalServerError, MethodNotAllowedError, NotFoundError
 from mockserver.recording import RecordingMiddleware
-from mockserver.routes import admin, messages, models
+from mockserver.routes import admin, batches, messages, models
 from mockserver.runtime import Runtime, ServerState
 from mockserver.settings import Settings
 from mockserver.web import error_response
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     routes = [
         Route("/v1/messages", messages.create_message, methods=["POST"]),
         Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
+        *batches.routes(),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
         Route("/_admin/health", admin.health, methods=["GET"]),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 
-_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_BASE58 = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+# Byte → base58 character; 256 is not a multiple of 58, so the first characters are a little more
+# likely. Ids only need to be unique and look right, and this is ~20x cheaper than secrets.choice.
+_TABLE = bytes(_BASE58[i % 58] for i in range(256))
 
 
 def _tail(length: int) -> str:
-    return "".join(secrets.choice(_BASE58) for _ in range(length))
+    return os.urandom(length).translate(_TABLE).decode()
 
 
 def message_id() -> str:

@@ -1,0 +1,295 @@
+"""Non-streaming throughput of mockserver against a bare Starlette endpoint, in the same run.
+
+    python bench/throughput.py [--seconds 8] [--connections 32]
+
+Starts, one after the other, on loopback: a bare Starlette + uvicorn app that returns a fixed Message
+JSON, mockserver with the memory store, and mockserver with a Redis store (a private redis-server),
+each in its own process with one worker. Every server gets the same request mix (fast and standard,
+small prompts and ~10k-token prompts) from `wrk` in another process (a Python load generator is used
+when wrk is missing). mockserver runs with its full hot path: validation, tokenizer, limiter (limits
+high enough never to reject), prompt-cache lookup, journal and metrics; only the modelled generation
+time is turned off. Prints requests/s, p50/p99 latency, and the ratio mockserver / bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"memory": 0.7, "redis": 0.5}
+LONG_PROMPT = " ".join(f"word{i % 97} and more text" for i in range(2500))  # about 10k tokens
+
+BARE_APP = """
+import orjson
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+BODY = orjson.dumps({
+    "model": "claude-opus-4-7", "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant",
+    "content": [{"type": "text", "text": "Hello! How can I help you today?"}], "stop_reason": "end_turn",
+    "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 10, "speed": "fast"},
+})
+
+async def messages(request):
+    await request.body()
+    headers = {"request-id": "req_011CSLsW7mFqvHHnzrKdKjAE"}
+    return Response(BODY, media_type="application/json", headers=headers)
+
+app = Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def bodies() -> list[dict]:
+    out = []
+    for speed in ("fast", "standard"):
+        for prompt in ("Hello", LONG_PROMPT):
+            body = {
+                "model": "claude-opus-4-7",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": prompt}],
+            }
+            if speed == "fast":
+                body["speed"] = "fast"
+            out.append(body)
+    return out
+
+
+HEADERS = {
+    "x-api-key": "sk-bench",
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "fast-mode-2026-02-01",
+    "content-type": "application/json",
+}
+
+
+def wrk_script(directory: Path) -> Path:
+    lines = ["local bodies = {}"]
+    for i, body in enumerate(bodies()):
+        lines.append(f"bodies[{i + 1}] = {json.dumps(json.dumps(body))}")
+    header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in HEADERS.items())
+    script = (
+        "\n".join(lines)
+        + f"""
+wrk.method = "POST"
+{header_lines}
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/v1/messages", nil, bodies[(counter % #bodies) + 1])
+end
+response = function(status, headers, body)
+  if status ~= 200 then
+    print("unexpected status " .. status .. " " .. body)
+    os.exit(1)
+  end
+end
+"""
+    )
+    path = directory / "mix.lua"
+    path.write_text(script)
+    return path
+
+
+def run_wrk(url: str, seconds: int, connections: int, script: Path) -> dict[str, float]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    if "unexpected status" in output:
+        raise RuntimeError(output)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", output, re.MULTILINE))
+    return {"rps": rps, "p50_ms": to_ms(percentiles["50"]), "p99_ms": to_ms(percentiles["99"])}
+
+
+def to_ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_python_load(url: str, seconds: int, connections: int) -> dict[str, float]:
+    """Fallback load generator: asyncio + httpx in this process (slower than wrk; ratios still hold)."""
+    import asyncio
+
+    async def main() -> dict[str, float]:
+        latencies: list[float] = []
+        mix = [json.dumps(b) for b in bodies()]
+        end = time.monotonic() + seconds
+
+        async def worker(n: int) -> None:
+            async with httpx.AsyncClient(headers=HEADERS, timeout=30) as client:
+                i = n
+                while time.monotonic() < end:
+                    started = time.perf_counter()
+                    response = await client.post(url + "/v1/messages", content=mix[i % len(mix)])
+                    latencies.append(time.perf_counter() - started)
+                    response.raise_for_status()
+                    i += 1
+
+        await asyncio.gather(*(worker(n) for n in range(connections)))
+        latencies.sort()
+        return {
+            "rps": len(latencies) / seconds,
+            "p50_ms": latencies[len(latencies) // 2] * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        }
+
+    return asyncio.run(main())
+
+
+def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def measure(
+    name: str, process: subprocess.Popen[str], url: str, args: argparse.Namespace, script: Path | None
+) -> dict:
+    try:
+        wait_until_up(url + "/v1/messages")
+        warm = bodies()[0]
+        for _ in range(50):
+            httpx.post(url + "/v1/messages", json=warm, headers=HEADERS)
+        if script is not None:
+            result = run_wrk(url, args.seconds, args.connections, script)
+        else:
+            result = run_python_load(url, args.seconds, args.connections)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    print(
+        f"  {name:<22} {result['rps']:>9.0f} req/s   "
+        f"p50 {result['p50_ms']:>6.2f} ms   p99 {result['p99_ms']:>7.2f} ms"
+    )
+    return result
+
+
+def mockserver_env(storage: str) -> dict[str, str]:
+    return {
+        "MOCKSERVER_STORAGE": storage,
+        "MOCKSERVER_TIMING__PACE_NON_STREAMING": "false",
+        "MOCKSERVER_LOG__ACCESS": "false",
+        "MOCKSERVER_LIMITS__REQUESTS_PER_MINUTE": "100000000",
+        "MOCKSERVER_LIMITS__INPUT_TOKENS_PER_MINUTE": "100000000000",
+        "MOCKSERVER_LIMITS__OUTPUT_TOKENS_PER_MINUTE": "100000000000",
+        "MOCKSERVER_LIMITS__FAST_INPUT_TOKENS_PER_MINUTE": "100000000000",
+        "MOCKSERVER_LIMITS__FAST_OUTPUT_TOKENS_PER_MINUTE": "100000000000",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        script = wrk_script(directory) if shutil.which("wrk") else None
+        print(
+            f"load generator: {'wrk, 1 thread' if script else 'python (wrk not found)'}, {args.connections} "
+            f"connections, {args.seconds} s per server, "
+            "request mix: fast/standard x 5-token/~10k-token prompts"
+        )
+        (directory / "bare_app.py").write_text(BARE_APP)
+        results = {}
+        port = free_port()
+        bare = start(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bare_app:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--app-dir",
+                tmp,
+                "--no-access-log",
+            ]
+        )
+        results["bare"] = measure("bare starlette", bare, f"http://127.0.0.1:{port}", args, script)
+
+        port = free_port()
+        server = start(
+            [sys.executable, "-m", "mockserver", "serve", "--port", str(port), "--log-level", "warning"],
+            mockserver_env("memory://"),
+        )
+        results["memory"] = measure("mockserver memory://", server, f"http://127.0.0.1:{port}", args, script)
+
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.5)
+            port = free_port()
+            server = start(
+                [sys.executable, "-m", "mockserver", "serve", "--port", str(port), "--log-level", "warning"],
+                mockserver_env(f"redis://127.0.0.1:{redis_port}/0"),
+            )
+            results["redis"] = measure(
+                "mockserver redis://", server, f"http://127.0.0.1:{port}", args, script
+            )
+        finally:
+            redis.terminate()
+            redis.wait(timeout=10)
+
+    print()
+    print("| server | requests/s | p50 ms | p99 ms | ratio to bare | target |")
+    print("|---|---|---|---|---|---|")
+    bare_rps = results["bare"]["rps"]
+    verdict = 0
+    for name, label in (
+        ("bare", "bare Starlette"),
+        ("memory", "mockserver, memory://"),
+        ("redis", "mockserver, redis://"),
+    ):
+        r = results[name]
+        ratio = r["rps"] / bare_rps
+        target = TARGETS.get(name)
+        status = "" if target is None else (f"≥ {target} {'PASS' if ratio >= target else 'MISS'}")
+        if target is not None and ratio < target:
+            verdict = 1
+        print(
+            f"| {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio:.2f} | {status} |"
+        )
+    return verdict
+
+
+if __name__ == "__main__":
+    sys.exit(main())
