@@ -189,7 +189,11 @@ def measure(
             result = run_python_load(url, args.seconds, args.connections)
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
     print(
         f"  {name:<22} {result['rps']:>9.0f} req/s   "
         f"p50 {result['p50_ms']:>6.2f} ms   p99 {result['p99_ms']:>7.2f} ms"

@@ -52,6 +52,8 @@ class PromptCache:
         self, raw: Mapping[str, Any], *, org: str, model: str, speed: str, now: float, min_tokens: int
     ) -> CacheOutcome:
         """What this request would read and write; nothing is written until `commit`."""
+        if not has_breakpoints(raw) and not raw.get("diagnostics"):
+            return CacheOutcome()  # the common case, kept cheap: no digests of a large prompt
         points = [p for p in breakpoints(raw) if p.tokens >= min_tokens]
         outcome = CacheOutcome(fingerprint=fingerprint(raw, model, speed, points))
         if not points:
@@ -103,6 +105,17 @@ class PromptCache:
         if current["messages"][: len(earlier)] != earlier:
             return {"cache_miss_reason": {"type": "messages_changed", "cache_missed_input_tokens": missed}}
         return None
+
+
+def has_breakpoints(raw: Mapping[str, Any]) -> bool:
+    if raw.get("cache_control"):
+        return True
+    system = raw.get("system")
+    blocks = [*(raw.get("tools") or ()), *(system if isinstance(system, list) else ())]
+    for message in raw.get("messages") or ():
+        if isinstance(message["content"], list):
+            blocks.extend(message["content"])
+    return any(_marked(block) for block in blocks)
 
 
 def breakpoints(raw: Mapping[str, Any]) -> list[Breakpoint]:

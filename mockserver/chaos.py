@@ -62,11 +62,12 @@ class FaultBook:
         return len(kept) != len(existing)
 
     async def choose(
-        self, target: Target, configured: list[Fault], header: str | None, *, seed: int, now: float
+        self, target: Target, faults: list[Fault], header: str | None, *, seed: int, now: float
     ) -> Fired | None:
+        """The fault that fires for this request, if any: the header's, else the first that matches."""
         if header:
-            return Fired(_from_header(header, [*configured, *await self.created()]), 1)
-        for fault in [*configured, *await self.created()]:
+            return Fired(_from_header(header, faults), 1)
+        for fault in faults:
             if not matches(fault, target):
                 continue
             seen = await self._store.incr(_seen_key(fault.name)) if fault.counted else 1

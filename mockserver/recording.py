@@ -8,11 +8,13 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mockserver import journal, usage
 from mockserver.chaos import ConnectionDropped
 from mockserver.ids import request_id
-from mockserver.journal import RequestRecord
+from mockserver.journal import Journal, RequestRecord
 from mockserver.limits.store import StoreUnavailable
 from mockserver.runtime import ServerState
+from mockserver.usage import UsageLedger
 
 access_log = logging.getLogger("mockserver.access")
 log = logging.getLogger("mockserver")
@@ -44,7 +46,7 @@ class RecordingMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            await self.state.sync_settings()
+            await self.state.sync()
         except StoreUnavailable as exc:
             log.warning("settings not synchronised: %s", exc)
         if not scope["path"].startswith("/v1/"):
@@ -109,9 +111,17 @@ class RecordingMiddleware:
         self.state.metrics.observe(record)
         if settings.log.access:
             _log_access(record, settings.log.format)
+        appends: list[tuple[str, Any, int]] = []
+        counters = []
+        if (row := Journal.row(record, settings.journal)) is not None:
+            appends.append((journal.ENTRIES_KEY, row, settings.journal.max_entries))
+            counters.append(journal.APPENDED_KEY)
+        if (ledger_row := UsageLedger.row(record)) is not None:
+            appends.append((usage.LEDGER_KEY, ledger_row, usage.MAX_ROWS))
+        if not appends:
+            return
         try:
-            await self.state.journal.record(record, settings.journal)
-            await self.state.usage.record(record)
+            await self.state.store.record(appends, counters)
         except StoreUnavailable as exc:
             log.warning("journal entry %s not kept: %s", record.request_id, exc)
 

@@ -34,7 +34,7 @@ streaming shows tokens as they are produced and the final message matches what a
 returns tools receive inputs that follow their schema thinking blocks carry a signature that
 clients send back unchanged
 """
-_WORDS = tuple(_VOCABULARY.split())
+_SPACED = tuple(" " + word for word in _VOCABULARY.split())
 _TEXT_TOKENS = (24, 120)
 _PREAMBLE_TOKENS = (6, 16)
 _THINKING_TOKENS = (16, 96)
@@ -231,15 +231,21 @@ class _Budget:
 
 
 def _sentences(rng: random.Random, tokens: int) -> list[str]:
+    """`tokens` pieces of sentence-shaped text: words with their leading space, and full stops."""
+    words = rng.choices(_SPACED, k=tokens)  # one call: per-word choice() was most of a reply's cost
     pieces: list[str] = []
-    while len(pieces) < tokens:
-        length = rng.randint(5, 14)
-        words = [rng.choice(_WORDS) for _ in range(length)]
-        words[0] = words[0].capitalize()
-        for word in words:
-            pieces.append(word if not pieces else " " + word)
-        pieces.append(".")
-    return pieces[:tokens]
+    left = 0
+    for word in words:
+        if len(pieces) >= tokens:
+            break
+        if left == 0:
+            left = rng.randint(5, 14)
+            word = word[1:].capitalize() if not pieces else " " + word[1:].capitalize()
+        pieces.append(word)
+        left -= 1
+        if left == 0 and len(pieces) < tokens:
+            pieces.append(".")
+    return pieces
 
 
 def _cut_at_stop_sequence(pieces: list[str], stops: Sequence[str]) -> tuple[list[str], str | None]:

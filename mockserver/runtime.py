@@ -7,6 +7,7 @@ never shows a request half old and half new values.
 from __future__ import annotations
 
 import tomllib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -17,6 +18,7 @@ from mockserver.canned import CannedReplies
 from mockserver.catalog import Catalog
 from mockserver.chaos import FaultBook
 from mockserver.clock import Clock, SystemClock
+from mockserver.faults import Fault
 from mockserver.journal import Journal
 from mockserver.limits.store import BucketStore, bucket_store_from_uri
 from mockserver.metrics import Metrics
@@ -69,7 +71,8 @@ class ServerState:
         self.faults = FaultBook(self.store)
         self.metrics = Metrics()
         self.server_errors: list[BaseException] = []  # unexpected exceptions, for embedding tests
-        self._settings_version = 0  # of the admin patches in the store that `runtime` reflects
+        self.created_faults: list[Fault] = []  # faults added through the admin API
+        self._generation: str | None = None  # of the admin changes that `runtime` reflects
 
     def limiter_now(self) -> float | None:
         # In production the Redis store reads the Redis server's clock so replicas agree;
@@ -78,30 +81,49 @@ class ServerState:
 
     async def patch_settings(self, patch: Mapping[str, Any]) -> Settings:
         """Validate a partial update against the current settings and publish it to every worker."""
-        await self.sync_settings()
+        await self.sync()
         settings = self.runtime.settings.with_layer(patch, "admin API")  # raises ConfigError, changes nothing
-        patches = [*(await self.store.get(_PATCHES_KEY) or []), dict(patch)]
-        await self.store.put(_PATCHES_KEY, patches)
-        self._settings_version = await self.store.incr(_VERSION_KEY)
+        await self.store.put(_PATCHES_KEY, [*(await self.store.get(_PATCHES_KEY) or []), dict(patch)])
         self.runtime = Runtime.from_settings(settings)
+        await self._publish()
         return settings
 
-    async def sync_settings(self) -> None:
-        """Pick up settings another worker patched (or reset) since this one last looked."""
-        version = int(await self.store.get(_VERSION_KEY) or 0)
-        if version == self._settings_version:
+    async def add_fault(self, fault: Fault) -> None:
+        await self.faults.add(fault, list(self.runtime.settings.faults))
+        self.created_faults = await self.faults.created()
+        await self._publish()
+
+    async def delete_fault(self, name: str) -> bool:
+        deleted = await self.faults.delete(name)
+        self.created_faults = await self.faults.created()
+        await self._publish()
+        return deleted
+
+    async def sync(self) -> None:
+        """Pick up what another worker changed (settings patches, faults, a reset) since we last looked.
+
+        One read per request: a generation token that every admin change replaces.
+        """
+        generation = await self.store.get(_GENERATION_KEY)
+        if generation == self._generation:
             return
         settings = self.boot_settings
         for patch in await self.store.get(_PATCHES_KEY) or []:
             settings = settings.with_layer(patch, "admin API")
         self.runtime = Runtime.from_settings(settings)
-        self._settings_version = version
+        self.created_faults = await self.faults.created()
+        self._generation = generation
 
     async def reset(self) -> None:
         await self.buckets.reset()
         await self.store.clear()
         self.runtime = Runtime.from_settings(self.boot_settings)
-        self._settings_version = 0
+        self.created_faults = []
+        await self._publish()
+
+    async def _publish(self) -> None:
+        self._generation = uuid.uuid4().hex
+        await self.store.put(_GENERATION_KEY, self._generation)
 
     async def close(self) -> None:
         await self.buckets.close()
@@ -109,7 +131,7 @@ class ServerState:
 
 
 _PATCHES_KEY = "settings:patches"
-_VERSION_KEY = "settings:version"
+_GENERATION_KEY = "admin:generation"
 _BETAS: frozenset[str] | None = None
 
 

@@ -1,10 +1,12 @@
-"""The one approximate tokenizer: every token count in mockserver comes from here.
+"""Token counting: every token count in mockserver comes from here.
 
-A token is a word of up to ten ASCII letters, up to three digits, one other character, or a run of
-whitespace, each taking one leading space with it. That is close enough to real BPE counts
-(about four characters per token on English) and, unlike a bytes/4 estimate, it splits text into
-pieces that join back exactly, so streamed deltas, `usage.output_tokens` and `count_tokens` agree
-with each other by construction.
+Input: a text counts ceil(UTF-8 bytes / 4) tokens (about right for English), plus fixed costs for
+structure. It is the same function for `count_tokens`, `usage.input_tokens`, the prompt cache and
+the rate limiter, so they always agree; and it is O(1) on ASCII text, because a 10k-token prompt
+must not cost more than the HTTP round trip (a regex tokenizer took ~2 ms on one).
+
+Output: the planner generates text as pieces (a word with its leading space, a punctuation mark,
+a run of whitespace); each piece is one output token, and a stream sends exactly those pieces.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ def split_tokens(text: str) -> list[str]:
 
 
 def count_text(text: str) -> int:
-    return len(_PIECE.findall(text))
+    size = len(text) if text.isascii() else len(text.encode())
+    return (size + 3) // 4
 
 
 def count_json(value: Any) -> int:
-    return count_text(orjson.dumps(value).decode())
+    return (len(orjson.dumps(value)) + 3) // 4
 
 
 def count_input(

@@ -23,11 +23,13 @@ class UsageLedger:
     def __init__(self, store: StateStore) -> None:
         self._store = store
 
-    async def record(self, record: RequestRecord) -> None:
+    @staticmethod
+    def row(record: RequestRecord) -> list[Any] | None:
+        """The ledger row of a finished request (written by the recording middleware), or None."""
         if record.status != 200 or not record.usage:
-            return
+            return None
         usage = record.usage
-        row = [
+        return [
             record.started_at,
             record.organization,
             record.model,
@@ -40,7 +42,6 @@ class UsageLedger:
             usage.get("cache_read_input_tokens", 0),
             record.cost_usd or 0.0,
         ]
-        await self._store.append(LEDGER_KEY, row, max_len=MAX_ROWS)
 
     async def report(self, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         groups: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(

@@ -14,6 +14,7 @@ import pytest
 
 from mockserver.admin_client import AdminClient
 from mockserver.clock import FakeClock
+from mockserver.tokens import count_input
 from tests.support.redis_server import RedisServer, redis_server_fixture
 
 FAST_BETA = "fast-mode-2026-02-01"
@@ -234,6 +235,6 @@ def test_two_server_processes_sharing_redis_admit_one_limit(redis_server: RedisS
     admitted = statuses.count(200)
     assert set(statuses) == {200, 429}
     # One limit's worth up front, plus what refilled while the burst ran; never one limit per process.
-    per_request, limit = (1, 10) if speed == "standard" else (5, 100)  # "Hello" is 5 input tokens
+    per_request, limit = (1, 10) if speed == "standard" else (count_input(messages=HELLO), 100)
     allowed = (limit + limit / 60 * elapsed) / per_request
-    assert limit / per_request <= admitted <= allowed + 1e-9
+    assert limit // per_request <= admitted <= allowed + 1e-9

@@ -7,6 +7,7 @@ from `max_tokens`; callers refund the unused part with `output_draw` + `BucketSt
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,7 +133,13 @@ def rate_limit_headers(
 
 def rfc3339(timestamp: float) -> str:
     # Rounded up: the reset time promises the bucket is full by then.
-    return datetime.fromtimestamp(math.ceil(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339_second(math.ceil(timestamp))
+
+
+@functools.lru_cache(maxsize=256)
+def _rfc3339_second(second: int) -> str:
+    # Every response renders several reset times, mostly the same few seconds: format each once.
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def retry_after_header(seconds: float) -> str:

@@ -107,7 +107,7 @@ async def clear_requests(request: Request) -> Response:
 async def list_faults(request: Request) -> Response:
     state = authorize(request)
     configured = [{**f.model_dump(), "source": "settings"} for f in state.runtime.settings.faults]
-    created = [{**f.model_dump(), "source": "admin"} for f in await _guarded(state.faults.created())]
+    created = [{**f.model_dump(), "source": "admin"} for f in state.created_faults]
     return json_response(request, {"data": configured + created})
 
 
@@ -116,7 +116,7 @@ async def create_fault(request: Request) -> Response:
     fault = parse_fault(parse_json(await read_body(request, state.runtime.settings.max_body_bytes)))
     if fault.kind == "degrade_speed" and not state.runtime.settings.chaos.allow_degraded_speed:
         raise InvalidRequestError("kind: degrade_speed faults need chaos.allow_degraded_speed = true")
-    await _guarded(state.faults.add(fault, list(state.runtime.settings.faults)))
+    await _guarded(state.add_fault(fault))
     return json_response(request, {**fault.model_dump(), "source": "admin"}, status=201)
 
 
@@ -127,7 +127,7 @@ async def delete_fault(request: Request) -> Response:
         raise InvalidRequestError(
             f"fault {name!r} comes from the settings; change it with PATCH /_admin/settings"
         )
-    if not await _guarded(state.faults.delete(name)):
+    if not await _guarded(state.delete_fault(name)):
         raise NotFoundError(f"no fault named {name!r}")
     return json_response(request, {"name": name, "deleted": True})
 

@@ -109,12 +109,11 @@ async def _choose_fault(
 ) -> Fired | None:
     settings = state.runtime.settings
     header = request.headers.get(FAULT_HEADER) if settings.chaos.header_faults else None
-    if not settings.faults and header is None and not await _guarded(state.faults.created()):
+    faults = [*settings.faults, *state.created_faults]
+    if not faults and header is None:
         return None
     target = Target(path=request.url.path, model=model, speed=speed, organization=org, stream=stream)
-    choice = state.faults.choose(
-        target, list(settings.faults), header, seed=settings.seed, now=state.clock.now()
-    )
+    choice = state.faults.choose(target, faults, header, seed=settings.seed, now=state.clock.now())
     return await _guarded(choice)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from mockserver.clock import Clock
@@ -26,7 +27,13 @@ class StateStore(Protocol):
     async def incr(self, key: str, amount: int = 1) -> int: ...
 
     async def append(self, key: str, value: Any, *, max_len: int) -> int:
-        """Append to a list kept at most `max_len` long (oldest dropped); returns how many were dropped."""
+        """Append to a list kept at most `max_len` long (oldest dropped); returns how many were dropped.
+        The store takes ownership of `value`: do not change it afterwards."""
+        ...
+
+    async def record(self, appends: Sequence[tuple[str, Any, int]], counters: Sequence[str] = ()) -> None:
+        """Several `append`s (key, value, max_len) and counter increments in one round trip: what a
+        finished request writes (journal, usage ledger) on every request."""
         ...
 
     async def items(self, key: str) -> list[Any]: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from mockserver.clock import Clock
@@ -37,12 +38,20 @@ class MemoryStateStore:
         return value
 
     async def append(self, key: str, value: Any, *, max_len: int) -> int:
+        # Appended values are owned by the store from here on (callers pass fresh rows), so no copy:
+        # the journal appends on every request. Reads still copy.
         items = self._lists.setdefault(key, [])
-        items.append(copy.deepcopy(value))
+        items.append(value)
         dropped = max(0, len(items) - max_len)
         if dropped:
             del items[:dropped]
         return dropped
+
+    async def record(self, appends: Sequence[tuple[str, Any, int]], counters: Sequence[str] = ()) -> None:
+        for key, value, max_len in appends:
+            await self.append(key, value, max_len=max_len)
+        for key in counters:
+            await self.incr(key)
 
     async def items(self, key: str) -> list[Any]:
         return copy.deepcopy(self._lists.get(key, []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -55,6 +56,15 @@ class RedisStateStore:
             pipe.ltrim(name, -max_len, -1)
             length, _ = await self._call(pipe.execute)
         return max(0, int(length) - max_len)
+
+    async def record(self, appends: Sequence[tuple[str, Any, int]], counters: Sequence[str] = ()) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, value, max_len in appends:
+                pipe.rpush(self._prefix + key, orjson.dumps(value))
+                pipe.ltrim(self._prefix + key, -max_len, -1)
+            for key in counters:
+                pipe.incr(self._prefix + key)
+            await self._call(pipe.execute)
 
     async def items(self, key: str) -> list[Any]:
         return [orjson.loads(raw) for raw in await self._call(self._redis.lrange, self._prefix + key, 0, -1)]
