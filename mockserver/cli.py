@@ -19,7 +19,7 @@ from mockserver.admin_client import AdminClient, AdminError
 from mockserver.app import WORKER_SETTINGS_ENV, create_app
 from mockserver.errors import ConfigError
 from mockserver.server import bind_socket, url_of, uvicorn_config
-from mockserver.settings import Settings, load_settings
+from mockserver.settings import CONFIG_FILE_ENV, Settings, load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command == "admin":
         return run_admin(options)
     try:
-        settings = load_settings(config_file=options.config, overrides=_cli_overrides(options))
+        config_file = options.config or os.environ.get(CONFIG_FILE_ENV) or None
+        settings = load_settings(config_file=config_file, overrides=_cli_overrides(options))
         return serve(settings, log_level=options.log_level)
     except ConfigError as exc:
         print(f"mockserver: error: {exc}", file=sys.stderr)

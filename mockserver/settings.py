@@ -23,8 +23,10 @@ from mockserver.faults import Fault
 
 ENV_PREFIX = "MOCKSERVER_"
 ENV_NESTING = "__"
-# MOCKSERVER_* variables that are not settings: a client's server URL, a worker's boot settings.
-_NOT_SETTINGS = ("MOCKSERVER_URL", "MOCKSERVER_WORKER_SETTINGS")
+# MOCKSERVER_* variables that are not settings: a client's server URL, the config file to read
+# (`--config` wins), a worker's boot settings.
+CONFIG_FILE_ENV = "MOCKSERVER_CONFIG_FILE"
+_NOT_SETTINGS = ("MOCKSERVER_URL", CONFIG_FILE_ENV, "MOCKSERVER_WORKER_SETTINGS")
 MiB = 1024 * 1024
 
 

@@ -146,6 +146,7 @@ def test_admin_token_and_disabled_admin(start_server):
     assert httpx.get(f"{server.url}/_admin/health").status_code == 200  # healthchecks carry no token
     off = start_server(admin={"enabled": False})
     assert httpx.get(f"{off.url}/_admin/settings").status_code == 404
+    assert httpx.get(f"{off.url}/_admin/health").status_code == 200  # still there for healthchecks
     assert httpx.post(f"{off.url}/_admin/reset").json()["error"]["type"] == "not_found_error"
 
 

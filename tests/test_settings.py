@@ -114,3 +114,18 @@ def test_cli_prints_its_url_and_serves(tmp_path):
 def test_example_config_loads():
     settings = load_settings(config_file="fixtures/mockserver.example.toml", environ={})
     assert settings.replies == ("fixtures/replies",)
+
+
+def test_config_file_from_the_environment(tmp_path):
+    config = tmp_path / "env.toml"
+    config.write_text("[timing]\nwarp = 9\n")
+
+    def serve(path: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/bin:/bin", "MOCKSERVER_CONFIG_FILE": path}
+        command = [sys.executable, "-m", "mockserver", "serve", "--port", "0"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+
+    read = serve(str(config))
+    assert read.returncode == 2 and f"'timing.warp' from config file {config}" in read.stderr
+    missing = serve("/nope.toml")
+    assert missing.returncode == 2 and "config file /nope.toml does not exist" in missing.stderr

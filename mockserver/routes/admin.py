@@ -46,9 +46,8 @@ def authorize(request: Request) -> ServerState:
 
 
 async def health(request: Request) -> Response:
+    # Always on, even with the admin API disabled: container healthchecks need it, it reveals nothing.
     state = _state(request)
-    if not state.runtime.settings.admin.enabled:
-        raise NotFoundError(f"Not found: {request.method} {request.url.path}")
     try:
         await state.buckets.ping()
         await state.store.ping()
