@@ -33,7 +33,8 @@ class RequestRecord:
     api_key_id: str | None = None
     organization: str | None = None
     model: str | None = None
-    speed: str | None = None
+    speed: str | None = None  # the speed that served the request
+    requested_speed: str | None = None  # the `speed` field as sent (None when absent)
     betas: list[str] = field(default_factory=list)
     stream: bool = False
     max_tokens: int | None = None
@@ -48,6 +49,7 @@ class RequestRecord:
     output_tokens_per_second: float | None = None
     fault: str | None = None
     rate_limited_by: str | None = None
+    retry_after: float | None = None  # the retry-after header sent back, in seconds
     cost_usd: float | None = None
     body: Any = None
 

@@ -67,6 +67,7 @@ class RecordingMiddleware:
             nonlocal first_token_at, streaming
             if message["type"] == "http.response.start":
                 record.status = message["status"]
+                record.retry_after = _retry_after(message["headers"])
                 streaming = any(
                     k == b"content-type" and v.startswith(b"text/event-stream") for k, v in message["headers"]
                 )
@@ -124,6 +125,16 @@ class RecordingMiddleware:
             await self.state.store.record(appends, counters)
         except StoreUnavailable as exc:
             log.warning("journal entry %s not kept: %s", record.request_id, exc)
+
+
+def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
+    for key, value in headers:
+        if key == b"retry-after":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _retry_count(scope: Scope) -> int | None:

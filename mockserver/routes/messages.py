@@ -48,6 +48,7 @@ async def create_message(request: Request) -> Response:
     parsed = parse_messages_request(payload, caller)
     body = parsed.body
     record.model, record.speed, record.stream = body.model, body.speed or "standard", bool(body.stream)
+    record.requested_speed = body.speed
     record.betas, record.max_tokens = sorted(caller.betas), body.max_tokens
     if runtime.settings.journal.record_bodies:
         record.body = parsed.raw
