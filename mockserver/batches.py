@@ -30,11 +30,18 @@ from mockserver.errors import APIError, InvalidRequestError, NotFoundError, erro
 from mockserver.fastmode import route
 from mockserver.ids import batch_id as new_batch_id
 from mockserver.replies import Planner
-from mockserver.routes.messages import check_model_limits, check_tool_choice
 from mockserver.settings import Settings
 from mockserver.state import StateStore
 from mockserver.tokens import count_input
-from mockserver.validation import Caller, MessagesRequest, parse_json, parse_messages_request, validate_body
+from mockserver.validation import (
+    Caller,
+    MessagesRequest,
+    check_model_limits,
+    check_tool_choice,
+    parse_json,
+    parse_messages_request,
+    validate_body,
+)
 
 Outcome = Literal["succeeded", "errored", "expired", "canceled"]
 OUTCOMES: tuple[Outcome, ...] = ("succeeded", "errored", "expired", "canceled")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from mockserver.errors import AuthenticationError, InvalidRequestError
 from mockserver.schema import TAG, CountTokensBody, MessagesBody
+from mockserver.settings import ModelEntry
 
 API_VERSIONS = ("2023-06-01", "2026-10-21")
 # Sampling parameters the 2026-10-21 API removed: sending any of them is a 400, even at defaults.
@@ -144,3 +145,27 @@ def _json_type(value: Any) -> str:
     return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
         type(value), "null"
     )
+
+
+def check_model_limits(model: ModelEntry, max_tokens: int, input_tokens: int, name: str) -> None:
+    if max_tokens > model.max_tokens:
+        raise InvalidRequestError(
+            f"max_tokens: {max_tokens} > {model.max_tokens}, which is the maximum allowed number of output "
+            f"tokens for {name}"
+        )
+    if input_tokens + max_tokens > model.max_input_tokens:
+        raise InvalidRequestError(
+            f"prompt is too long: {input_tokens} tokens + max_tokens {max_tokens} > {model.max_input_tokens} "
+            "maximum"
+        )
+
+
+def check_tool_choice(parsed: MessagesRequest) -> None:
+    choice = parsed.body.tool_choice
+    if choice is None or choice.type in ("auto", "none"):
+        return
+    names = [tool.name for tool in parsed.body.tools or ()]
+    if not names:
+        raise InvalidRequestError(f"tool_choice: type '{choice.type}' requires `tools` to be set")
+    if choice.type == "tool" and choice.name not in names:
+        raise InvalidRequestError(f"tool_choice.name: tool '{choice.name}' is not one of the request's tools")

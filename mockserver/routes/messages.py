@@ -23,11 +23,12 @@ from mockserver.pricing import cost_usd
 from mockserver.recording import drop_connection, record_of
 from mockserver.replies import Reply
 from mockserver.runtime import ServerState
-from mockserver.settings import ModelEntry
 from mockserver.streaming import generation_seconds, stream_reply
 from mockserver.tokens import count_input
 from mockserver.validation import (
     MessagesRequest,
+    check_model_limits,
+    check_tool_choice,
     parse_count_tokens_request,
     parse_messages_request,
     read_caller,
@@ -180,27 +181,3 @@ async def count_tokens(request: Request) -> Response:
     route(runtime.catalog, body.model, body.speed, caller.betas)
     tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
     return json_response(request, {"input_tokens": tokens})
-
-
-def check_model_limits(model: ModelEntry, max_tokens: int, input_tokens: int, name: str) -> None:
-    if max_tokens > model.max_tokens:
-        raise InvalidRequestError(
-            f"max_tokens: {max_tokens} > {model.max_tokens}, which is the maximum allowed number of output "
-            f"tokens for {name}"
-        )
-    if input_tokens + max_tokens > model.max_input_tokens:
-        raise InvalidRequestError(
-            f"prompt is too long: {input_tokens} tokens + max_tokens {max_tokens} > {model.max_input_tokens} "
-            "maximum"
-        )
-
-
-def check_tool_choice(parsed: MessagesRequest) -> None:
-    choice = parsed.body.tool_choice
-    if choice is None or choice.type in ("auto", "none"):
-        return
-    names = [tool.name for tool in parsed.body.tools or ()]
-    if not names:
-        raise InvalidRequestError(f"tool_choice: type '{choice.type}' requires `tools` to be set")
-    if choice.type == "tool" and choice.name not in names:
-        raise InvalidRequestError(f"tool_choice.name: tool '{choice.name}' is not one of the request's tools")
