@@ -15,6 +15,7 @@ _OTPS_BUCKETS = (10, 25, 50, 75, 100, 150, 200, 300, 500, 1000, 10_000)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         self.requests = Counter(
             "mockserver_requests",
             "API requests answered",
@@ -54,11 +55,11 @@ class Metrics:
         if not record.path.startswith("/v1/messages") or record.path.startswith("/v1/messages/batches"):
             return
         speed = record.speed or "standard"
-        self.requests.labels(record.model or "", speed, str(record.status)).inc()
+        self._child(self.requests, record.model or "", speed, str(record.status)).inc()
         if record.usage:
-            self.input_tokens.labels(speed).inc(record.usage.get("input_tokens", 0))
+            self._child(self.input_tokens, speed).inc(record.usage.get("input_tokens", 0))
         if record.delivered_output_tokens:
-            self.output_tokens.labels(speed).inc(record.delivered_output_tokens)
+            self._child(self.output_tokens, speed).inc(record.delivered_output_tokens)
         if record.rate_limited_by:
             self.rate_limited.labels(record.rate_limited_by).inc()
         if record.fault:
@@ -67,6 +68,14 @@ class Metrics:
             self.ttft.labels(speed).observe(record.ttft_seconds)
         if record.output_tokens_per_second is not None:
             self.otps.labels(speed).observe(record.output_tokens_per_second)
+
+    def _child(self, metric: Counter, *labels: str) -> Counter:
+        # prometheus_client's labels() validates and locks on every call; remember the children.
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
