@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -156,7 +155,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> int:
             Multiprocess(config, sockets=[sock]).run()
         else:
             server = uvicorn.Server(uvicorn_config(create_app(settings), log_level=log_level))
-            asyncio.run(server.serve(sockets=[sock]))
+            server.run(sockets=[sock])  # with uvicorn's loop factory: uvloop when installed
     except KeyboardInterrupt:
         pass
     finally:

@@ -6,7 +6,6 @@ owned) before anyone is told the URL, so parallel test workers never race for it
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -76,7 +75,7 @@ class MockServer:
 
     def _run(self) -> None:
         assert self._server is not None and self._socket is not None
-        asyncio.run(self._server.serve(sockets=[self._socket]))
+        self._server.run(sockets=[self._socket])  # uvloop when installed, as `mockserver serve`
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._server is not None:
