@@ -86,7 +86,8 @@ class FakeClock:
         try:
             await future
         finally:
-            if not future.done():
+            # A cancelled task cancels the future it awaits first, so `done()` is already true here.
+            if not future.done() or future.cancelled():
                 future.cancel()
                 with self._lock:
                     self._sleepers = [s for s in self._sleepers if s[3] is not future]

@@ -6,7 +6,7 @@ limiter can be told how many tokens a stream produced before its client went awa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,21 @@ class Event:
         }
         data = {"type": CONTENT_BLOCK_DELTA, "index": self.data["index"], "delta": delta}
         return Event(CONTENT_BLOCK_DELTA, data, self.tokens + other.tokens)
+
+
+def merge_deltas(run: Sequence[Event]) -> Event:
+    """One delta carrying a run of mergeable deltas (`mergeable_with` each other), joined in one pass.
+
+    Joining once instead of folding `merged` keeps a long catch-up run linear in its length.
+    """
+    first = run[0]
+    if len(run) == 1:
+        return first
+    kind = first.data["delta"]["type"]
+    field = _DELTA_TEXT[kind]
+    delta = {"type": kind, field: "".join(event.data["delta"][field] for event in run)}
+    data = {"type": CONTENT_BLOCK_DELTA, "index": first.data["index"], "delta": delta}
+    return Event(CONTENT_BLOCK_DELTA, data, sum(event.tokens for event in run))
 
 
 PING_EVENT = Event(PING, {"type": PING})

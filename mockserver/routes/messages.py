@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from mockserver.admission import Ticket, admit, organization_for, settle
+from mockserver.admission import admit, organization_for, settle
 from mockserver.cache import CacheOutcome
 from mockserver.catalog import model_class
 from mockserver.chaos import FAULT_HEADER, Fired, http_error
 from mockserver.errors import InvalidRequestError, ServiceUnavailableError
 from mockserver.fastmode import Route, route
-from mockserver.faults import Target, latency
+from mockserver.faults import STREAM_KINDS, Target, latency
 from mockserver.ids import message_id
 from mockserver.journal import RequestRecord, api_key_id
 from mockserver.limits.store import StoreUnavailable
 from mockserver.pricing import cost_usd
 from mockserver.recording import drop_connection, record_of
-from mockserver.replies import Reply
 from mockserver.runtime import ServerState
 from mockserver.streaming import generation_seconds, stream_reply
 from mockserver.tokens import count_input
@@ -94,7 +93,23 @@ async def create_message(request: Request) -> Response:
     record.cost_usd = cost_usd(record.usage, chosen.model, runtime.settings.pricing)
     headers = {"request-id": new_request_id(request), **ticket.headers}
     if body.stream:
-        stream = _settled(stream_reply(reply, mid, runtime, state.clock, chosen.model), state, ticket, reply)
+
+        async def finished(tokens_sent: int) -> None:
+            # The tokens the client really got: all of them, or fewer after a disconnect or a fault.
+            record.delivered_output_tokens = tokens_sent
+            await settle(state, ticket, tokens_sent)
+
+        stream_fault = fired.fault if fired is not None and fired.fault.kind in STREAM_KINDS else None
+        stream = stream_reply(
+            reply,
+            mid,
+            runtime,
+            state.clock,
+            chosen.model,
+            on_finish=finished,
+            fault=stream_fault,
+            drop_connection=lambda: drop_connection(request.scope),
+        )
         return StreamingResponse(
             stream, media_type="text/event-stream; charset=utf-8", headers={**headers, **SSE_HEADERS}
         )
@@ -161,16 +176,6 @@ async def _guarded(awaitable: Awaitable[T]) -> T:
         return await awaitable
     except StoreUnavailable as exc:
         raise ServiceUnavailableError(f"state store unavailable: {exc}") from None
-
-
-async def _settled(
-    stream: AsyncIterator[bytes], state: ServerState, ticket: Ticket, reply: Reply
-) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in stream:
-            yield chunk
-    finally:
-        await settle(state, ticket, reply.usage.output_tokens)
 
 
 async def count_tokens(request: Request) -> Response:
