@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import anyio
 
@@ -24,13 +24,26 @@ OnFinish = Callable[[int], Awaitable[None]]
 MALFORMED_CHUNK = b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "del\n\n'
 
 
-def _strike_point(events: list[Event], tokens_needed: int) -> int | None:
-    """How many of this batch's events go out before the fault strikes (None: not in this batch)."""
-    carried = 0
+# A marker between two events of the stream where a fault strikes. It carries no tokens, so the
+# schedule flushes any delta run at it and never merges deltas across it; it is never sent.
+_STRIKE = Event("~strike", {}, 0)
+
+
+def _with_strike(events: Iterable[Event], after_tokens: int) -> Iterator[Event]:
+    produced = 0
+    placed = False
     for index, event in enumerate(events):
-        carried += event.tokens
-        if carried >= tokens_needed:
-            return index + 1
+        if not placed and index > 0 and produced >= after_tokens:  # never before message_start
+            yield _STRIKE
+            placed = True
+        yield event
+        produced += event.tokens
+
+
+def _index_of_strike(events: list[Event]) -> int | None:
+    for index, event in enumerate(events):
+        if event is _STRIKE:
+            return index
     return None
 
 
@@ -86,24 +99,24 @@ async def stream_reply(
     A stream `fault` strikes once `fault.after_tokens` tokens (or all of them, if fewer) were sent.
     """
     sent = 0
-    strike_at = None if fault is None else min(fault.after_tokens, reply.usage.output_tokens)
+    events_in_order = reply_events(reply, message_id)
+    if fault is not None:
+        events_in_order = _with_strike(events_in_order, min(fault.after_tokens, reply.usage.output_tokens))
     try:
-        timeline = schedule(reply_events(reply, message_id), reply_pace(reply, runtime, model))
-        pacer = Pacer(timeline, clock.now())
+        pacer = Pacer(schedule(events_in_order, reply_pace(reply, runtime, model)), clock.now())
         while not pacer.done:
             await clock.sleep_until(pacer.next_deadline)
             events = pacer.take(clock.now())
-            if strike_at is not None and (cut := _strike_point(events, strike_at - sent)) is not None:
-                assert fault is not None
-                head, events = events[:cut], events[cut:]
-                sent += sum(event.tokens for event in head)
-                yield encode_events(head)
-                strike_at = None
+            if fault is not None and (cut := _index_of_strike(events)) is not None:
+                head, events = events[:cut], events[cut + 1 :]
+                if head:
+                    sent += sum(event.tokens for event in head)
+                    yield encode_events(head)
                 if fault.kind != "stall":
                     async for chunk in _strike(fault, drop_connection):
                         yield chunk
                     return
-                await clock.sleep(fault.stall_seconds)  # then carry on where the stream stopped
+                await clock.sleep(fault.stall_seconds)  # then carry on: what fell due goes out at once
                 if not events:
                     continue
             if len(events) == 1:  # the common case, once per token: no generator, no join
