@@ -47,6 +47,25 @@ class Ticket:
 
 
 def organization_for(api_key: str, settings: Settings) -> Organization:
+    # Settings are frozen and replaced whole on change, so answers are kept per settings object:
+    # building the limit table on every request was a measurable part of the hot path.
+    global _known
+    if _known[0] is not settings:
+        _known = (settings, {})
+    known = _known[1]
+    org = known.get(api_key)
+    if org is None:
+        if len(known) >= _MAX_KNOWN_KEYS:
+            known.clear()
+        org = known[api_key] = _organization_for(api_key, settings)
+    return org
+
+
+_MAX_KNOWN_KEYS = 4096
+_known: tuple[Settings | None, dict[str, Organization]] = (None, {})
+
+
+def _organization_for(api_key: str, settings: Settings) -> Organization:
     for name, org in settings.organizations.items():
         if api_key in org.keys:
             return Organization(name, org.fast_mode, _table(settings.limits, org))

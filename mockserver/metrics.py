@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mockserver.journal import RequestRecord
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+M = TypeVar("M", Counter, Histogram)
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 _OTPS_BUCKETS = (10, 25, 50, 75, 100, 150, 200, 300, 500, 1000, 10_000)
 
@@ -15,7 +18,7 @@ _OTPS_BUCKETS = (10, 25, 50, 75, 100, 150, 200, 300, 500, 1000, 10_000)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "mockserver_requests",
             "API requests answered",
@@ -65,11 +68,11 @@ class Metrics:
         if record.fault:
             self.faults.labels(record.fault).inc()
         if record.ttft_seconds is not None and record.status == 200:
-            self.ttft.labels(speed).observe(record.ttft_seconds)
+            self._child(self.ttft, speed).observe(record.ttft_seconds)
         if record.output_tokens_per_second is not None:
-            self.otps.labels(speed).observe(record.output_tokens_per_second)
+            self._child(self.otps, speed).observe(record.output_tokens_per_second)
 
-    def _child(self, metric: Counter, *labels: str) -> Counter:
+    def _child(self, metric: M, *labels: str) -> M:
         # prometheus_client's labels() validates and locks on every call; remember the children.
         key = (id(metric), labels)
         child = self._children.get(key)

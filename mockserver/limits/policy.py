@@ -64,19 +64,30 @@ def bucket_key(org: str, model_class: str, speed: Speed, kind: str) -> str:
 def draws_for(
     org: str, speed: Speed, model_class: str, limits: LimitTable, input_tokens: int, max_tokens: int
 ) -> list[Draw]:
-    def draw(kind: str, cost: int) -> Draw:
-        return Draw.per_minute(bucket_key(org, model_class, speed, kind), limits.limit(speed, kind), cost)
-
-    if speed == "fast":
-        return [draw(INPUT, input_tokens), draw(OUTPUT, max_tokens)]
-    return [draw(REQUESTS, 1), draw(INPUT, input_tokens), draw(OUTPUT, max_tokens)]
+    costs = {REQUESTS: 1, INPUT: input_tokens, OUTPUT: max_tokens}
+    return [
+        Draw.per_minute(key, limit, costs[kind])
+        for kind, key, limit in _buckets(org, speed, model_class, limits)
+    ]
 
 
 def output_draw(org: str, speed: Speed, model_class: str, limits: LimitTable, max_tokens: int = 0) -> Draw:
     """The output-token bucket of a request: refund with
     `store.adjust(d.key, d.capacity, d.rate, max_tokens - output_tokens)`."""
-    key = bucket_key(org, model_class, speed, OUTPUT)
-    return Draw.per_minute(key, limits.limit(speed, OUTPUT), max_tokens)
+    _, key, limit = _buckets(org, speed, model_class, limits)[-1]
+    return Draw.per_minute(key, limit, max_tokens)
+
+
+@functools.lru_cache(maxsize=4096)
+def _buckets(
+    org: str, speed: Speed, model_class: str, limits: LimitTable
+) -> tuple[tuple[str, str, int], ...]:
+    """(kind, key, limit) of each bucket a request draws from, output last. Memoised: every request
+    needs them, and a few organisations send nearly all requests."""
+    kinds = (INPUT, OUTPUT) if speed == "fast" else (REQUESTS, INPUT, OUTPUT)
+    return tuple(
+        (kind, bucket_key(org, model_class, speed, kind), limits.limit(speed, kind)) for kind in kinds
+    )
 
 
 def _parse_key(key: str) -> tuple[str, str]:

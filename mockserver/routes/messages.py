@@ -80,15 +80,17 @@ async def create_message(request: Request) -> Response:
     )
     await _guarded(state.cache.commit(cached, now=state.clock.now(), message_id=mid))
     reply = runtime.planner.plan(parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=uncached)
-    reply = replace(
-        reply.with_usage(
+    if cached.read_tokens or cached.created_tokens:
+        # Skipped on a miss, the common case: the planner's usage already has zero cache fields.
+        reply = reply.with_usage(
             cache_read_input_tokens=cached.read_tokens,
             cache_creation_input_tokens=cached.created_tokens,
             ephemeral_5m_input_tokens=cached.created_5m,
             ephemeral_1h_input_tokens=cached.created_1h,
-        ),
-        diagnostics=await _diagnose(state, parsed, cached),
-    )
+        )
+    diagnostics = await _diagnose(state, parsed, cached)
+    if diagnostics is not None:
+        reply = replace(reply, diagnostics=diagnostics)
     record.usage = reply.usage.to_json()
     record.cost_usd = cost_usd(record.usage, chosen.model, runtime.settings.pricing)
     headers = {"request-id": new_request_id(request), **ticket.headers}

@@ -17,6 +17,9 @@ class RedisStateStore:
         self._url = url
         self._prefix = key_prefix + "state:"
         self._redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        # One EVALSHA per request instead of a five-command pipeline: redis-py spends far more CPU
+        # packing and parsing a pipeline than Redis spends running the script.
+        self._record = self._redis.register_script(_RECORD_SCRIPT)
 
     async def get(self, key: str) -> Any | None:
         raw = await self._call(self._redis.get, self._prefix + key)
@@ -58,13 +61,11 @@ class RedisStateStore:
         return max(0, int(length) - max_len)
 
     async def record(self, appends: Sequence[tuple[str, Any, int]], counters: Sequence[str] = ()) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, value, max_len in appends:
-                pipe.rpush(self._prefix + key, orjson.dumps(value))
-                pipe.ltrim(self._prefix + key, -max_len, -1)
-            for key in counters:
-                pipe.incr(self._prefix + key)
-            await self._call(pipe.execute)
+        keys = [self._prefix + key for key, _, _ in appends] + [self._prefix + key for key in counters]
+        args: list[Any] = [len(appends)]
+        for _, value, max_len in appends:
+            args += [orjson.dumps(value), max_len]
+        await self._call(self._record, keys=keys, args=args)
 
     async def items(self, key: str) -> list[Any]:
         return [orjson.loads(raw) for raw in await self._call(self._redis.lrange, self._prefix + key, 0, -1)]
@@ -87,3 +88,18 @@ class RedisStateStore:
             return await method(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(f"the state store at {self._url} is unreachable: {exc}") from exc
+
+
+# KEYS: the lists appended to, then the counters to increment. ARGV: the number of lists, then a
+# (value, max_len) pair per list. Same effect as RPUSH + LTRIM per list and INCR per counter.
+_RECORD_SCRIPT = """
+local lists = tonumber(ARGV[1])
+for i = 1, lists do
+  redis.call('RPUSH', KEYS[i], ARGV[2 * i])
+  redis.call('LTRIM', KEYS[i], -tonumber(ARGV[2 * i + 1]), -1)
+end
+for i = lists + 1, #KEYS do
+  redis.call('INCR', KEYS[i])
+end
+return lists
+"""
