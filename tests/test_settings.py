@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,14 @@ def test_config_file_from_the_environment(tmp_path):
     assert read.returncode == 2 and f"'timing.warp' from config file {config}" in read.stderr
     missing = serve("/nope.toml")
     assert missing.returncode == 2 and "config file /nope.toml does not exist" in missing.stderr
+
+
+def test_example_config_mentions_every_setting():
+    from mockserver.settings import Settings
+
+    text = Path("fixtures/mockserver.example.toml").read_text()
+    for name, field in Settings.model_fields.items():
+        assert name in text, f"fixtures/mockserver.example.toml does not show {name!r}"
+        section = getattr(field.annotation, "model_fields", {})
+        for key in section:
+            assert key in text, f"fixtures/mockserver.example.toml does not show {name}.{key}"
