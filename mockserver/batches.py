@@ -15,6 +15,7 @@ ends that request `errored`, as the API validates params asynchronously.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -42,6 +43,8 @@ from mockserver.validation import (
     parse_messages_request,
     validate_body,
 )
+
+log = logging.getLogger("mockserver")
 
 Outcome = Literal["succeeded", "errored", "expired", "canceled"]
 OUTCOMES: tuple[Outcome, ...] = ("succeeded", "errored", "expired", "canceled")
@@ -265,7 +268,11 @@ def result_lines(
     for custom_id, raw in requests:
         outcome = outcome_of(batch, custom_id, custom_id in invalid)
         if outcome == "succeeded":
-            result = {"type": outcome, "message": _message(batch, custom_id, raw, catalog, planner)}
+            try:
+                result = {"type": outcome, "message": _message(batch, custom_id, raw, catalog, planner)}
+            except Exception:  # a request the planner cannot answer must not cost the whole file
+                log.exception("batch %s: planning %r failed", batch.id, custom_id)
+                result = {"type": "errored", "error": error_body("api_error", "Internal server error", None)}
         elif outcome == "errored":
             error = invalid.get(custom_id, SIMULATED_ERROR)
             result = {"type": outcome, "error": error_body(error["type"], error["message"], None)}

@@ -20,6 +20,7 @@ from mockserver.state import StateStore
 from mockserver.validation import describe
 
 FAULT_HEADER = "x-mockserver-fault"
+MAX_OUTAGE_RETRY_AFTER = 60.0
 _CREATED = "faults:created"
 _DEFAULT_MESSAGES = {
     429: "Rate limited (injected fault)",
@@ -88,7 +89,10 @@ def http_error(fault: Fault, now: float) -> APIError:
     headers: dict[str, str] = {}
     retry_after = fault.retry_after
     if fault.kind == "fast_outage" and retry_after is None:
-        retry_after = max(1.0, fault.end_at - now) if fault.end_at is not None else 1.0
+        # Until the window ends, but never more than a minute: SDK2 sleeps any retry-after it gets,
+        # and a client with default retries must not hang for the length of a long window.
+        remaining = fault.end_at - now if fault.end_at is not None else 1.0
+        retry_after = min(MAX_OUTAGE_RETRY_AFTER, max(1.0, remaining))
     if retry_after is not None:
         headers["retry-after"] = str(math.ceil(retry_after))
     if fault.retry_after_ms is not None:

@@ -12,6 +12,8 @@ from typing import Any
 
 WORDS = ("alpha", "bravo", "delta", "echo", "nova", "orbit", "pixel", "quartz", "river", "solar", "tango")
 MAX_DEPTH = 6
+_INT_LIMIT = 2**63 - 1
+_FLOAT_LIMIT = 1e300
 
 
 def fake_value(schema: Any, rng: random.Random, *, root: Any = None, depth: int = 0) -> Any:
@@ -45,11 +47,13 @@ def fake_value(schema: Any, rng: random.Random, *, root: Any = None, depth: int 
 
 def _object(schema: dict[str, Any], rng: random.Random, root: Any, depth: int) -> dict[str, Any]:
     properties: dict[str, Any] = schema.get("properties") or {}
-    required = set(schema.get("required") or ())
+    required = list(schema.get("required") or ())
     out = {}
     for name, sub in properties.items():
         if name in required or rng.random() < 0.5:
             out[name] = fake_value(sub, rng, root=root, depth=depth + 1)
+    for name in required:  # required but not described: any value satisfies it
+        out.setdefault(name, "value")
     return out
 
 
@@ -110,6 +114,9 @@ def _bounds(schema: dict[str, Any], *, integer: bool) -> tuple[Any, Any]:
     high = schema.get(
         "maximum", schema["exclusiveMaximum"] - nudge if "exclusiveMaximum" in schema else low + 100
     )
+    # JSON numbers must stay what orjson can write: 64-bit integers and finite floats.
+    limit = _INT_LIMIT if integer else _FLOAT_LIMIT
+    low, high = max(-limit, min(limit, low)), max(-limit, min(limit, high))
     return (low, max(low, high))
 
 

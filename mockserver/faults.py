@@ -55,10 +55,10 @@ class Fault(BaseModel):
     retry_after: float | None = Field(default=None, ge=0)
     retry_after_ms: float | None = Field(default=None, ge=0)
     should_retry: bool | None = None
-    latency_seconds: float = Field(default=1.0, ge=0)
+    latency_seconds: float = Field(default=1.0, ge=0, le=3600)
     latency_distribution: Literal["fixed", "uniform", "exponential"] = "fixed"
     after_tokens: int = Field(default=10, ge=0)  # stream kinds: how far into the reply
-    stall_seconds: float = Field(default=30.0, ge=0)
+    stall_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _one_trigger(self) -> Fault:

@@ -11,7 +11,9 @@ from functools import reduce
 from operator import or_
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from mockserver.json_schema import check_json_schema
 
 TAG = "~"
 
@@ -239,6 +241,11 @@ class InputSchema(BaseModel):
     properties: dict[str, Any] | None = None
     required: list[str] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _is_a_json_schema(cls, value: Any) -> Any:
+        return check_json_schema(value)
+
 
 class ServerTool(_Loose):
     type: str
@@ -318,7 +325,7 @@ ThinkingConfig = _union(
 
 class JsonSchemaFormat(_Wire):
     type: Literal["json_schema"]
-    schema_: Annotated[dict[str, Any], Field(alias="schema")]
+    schema_: Annotated[dict[str, Any], Field(alias="schema"), BeforeValidator(lambda v: check_json_schema(v))]
 
 
 class OutputConfig(_Wire):
@@ -337,7 +344,7 @@ class Diagnostics(_Wire):
 
 class _Common(_Wire):
     model: Annotated[str, Field(min_length=1)]
-    messages: Annotated[list[Message], Field(max_length=100_000)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=100_000)]
     system: _str_or_list(TextBlock) | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None

@@ -37,7 +37,13 @@ def url_of(sock: socket.socket) -> str:
 
 
 def uvicorn_config(app: Any, **overrides: Any) -> uvicorn.Config:
-    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on"}
+    # A bounded graceful shutdown: a reply held by a long latency fault must not keep SIGTERM waiting.
+    options: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 5,
+    }
     options.update(overrides)
     return uvicorn.Config(app, **options)
 

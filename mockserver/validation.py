@@ -49,7 +49,13 @@ def read_caller(headers: Mapping[str, str], *, known_betas: Iterable[str] | None
         raise InvalidRequestError(
             f"anthropic-version: {version!r} is not a valid version; use one of {', '.join(API_VERSIONS)}"
         )
-    betas = frozenset(b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip())
+    # The header may be repeated, one beta per copy, as well as comma-separated.
+    values = (
+        headers.getlist("anthropic-beta")
+        if hasattr(headers, "getlist")
+        else [headers.get("anthropic-beta", "")]
+    )
+    betas = frozenset(b.strip() for value in values for b in value.split(",") if b.strip())
     if known_betas is not None:
         unknown = sorted(betas.difference(known_betas))
         if unknown:
@@ -120,6 +126,7 @@ def describe(exc: ValidationError) -> str:
     error = min(errors, key=lambda e: (e["type"] != "missing", -len(e["loc"])))
     path = ".".join(str(part) for part in error["loc"] if not str(part).startswith(TAG))
     message = "Extra inputs are not permitted" if error["type"] == "extra_forbidden" else error["msg"]
+    message = message.removeprefix("Value error, ")
     return f"{path}: {message}" if path else message
 
 

@@ -203,3 +203,11 @@ def test_admin_cli_against_a_running_server(running):
     assert bad.returncode == 1 and "timing.time_scale" in bad.stderr
     assert json.loads(cli("reset").stdout) == {"status": "reset"}
     assert admin.requests() == []
+
+
+def test_bad_journal_filters_are_a_400(running):
+    _, admin, _ = running
+    for filters in ({"status": "abc"}, {"stream": "maybe"}):
+        with pytest.raises(AdminError) as caught:
+            admin.requests(**filters)
+        assert caught.value.status == 400

@@ -455,3 +455,17 @@ def test_batches_belong_to_the_organisation(start_server: StartServer) -> None:
     with pytest.raises(anthropic.NotFoundError):
         outsider.cancel(batch_id)
     assert list(outsider.list()) == []
+
+
+def test_a_request_with_an_invalid_tool_schema_is_refused_at_create(client):
+    bad = {"type": "object", "properties": {"a": {"type": {}}}}
+    params = {
+        "model": "claude-opus-4-7",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"name": "f", "input_schema": bad}],
+        "tool_choice": {"type": "any"},
+    }
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.batches.create(requests=[{"custom_id": "bad-schema", "params": params}])
+    assert "tools.0.input_schema" in caught.value.api_message and "bad-schema" in caught.value.api_message

@@ -105,7 +105,7 @@ def test_fast_outage_window_and_the_fallback_pattern(start_server):
     try:
         message = ask(client, speed="fast")
     except anthropic.RateLimitError as error:
-        assert int(error.response.headers["retry-after"]) > 500
+        assert int(error.response.headers["retry-after"]) == 60  # the window is longer: capped at a minute
         message = ask(client)  # the seed's fallback: resend without speed
     assert message.usage.speed == "standard"
     assert [r["fault"] for r in journal(server)] == ["no-fast", None]

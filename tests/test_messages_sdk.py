@@ -352,3 +352,80 @@ def test_query_beta_true_is_ignored(server):
 
 def _headers(version: str = "2023-06-01") -> dict[str, str]:
     return {"x-api-key": "sk-test", "anthropic-version": version}
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"type": "object", "properties": "x"}}},
+        {"type": "object", "properties": {"a": {"type": {}}}},
+        {"type": "object", "properties": {"a": {"enum": {"x": 1}}}},
+        {"type": "object", "allOf": [5]},
+        {"type": "object", "properties": {"a": {"$ref": 5}}},
+        {"type": "object", "properties": {"a": {"type": "string", "minLength": "3"}}},
+        {"type": "object", "properties": {"a": {"type": "string", "minLength": 10**9}}},
+    ],
+)
+def test_invalid_or_unanswerable_tool_schemas_are_a_400(client, schema):
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
+            model="claude-opus-4-7",
+            max_tokens=50,
+            messages=HELLO,
+            tools=[{"name": "f", "input_schema": schema}],
+            tool_choice={"type": "any"},
+        )
+    assert caught.value.api_message.startswith("tools.0.input_schema:")
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {
+            "type": "object",
+            "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 1e30}},
+            "required": ["a"],
+        },
+        {
+            "type": "object",
+            "properties": {"a": {"type": "number", "minimum": -1e308, "maximum": 1e308}},
+            "required": ["a"],
+        },
+        {"type": "object", "required": ["undescribed"]},
+    ],
+)
+def test_extreme_but_valid_schemas_still_get_a_valid_input(client, schema):
+    message = client.messages.create(
+        model="claude-opus-4-7",
+        max_tokens=100,
+        messages=HELLO,
+        tools=[{"name": "f", "input_schema": schema}],
+        tool_choice={"type": "any"},
+    )
+    jsonschema.validate(message.content[0].input, schema)
+
+
+def test_empty_messages_are_refused(server):
+    body = {"model": "claude-opus-4-7", "max_tokens": 8, "messages": []}
+    response = httpx.post(f"{server.url}/v1/messages", json=body, headers=_headers())
+    assert response.status_code == 400 and response.json()["error"]["message"].startswith("messages:")
+
+
+def test_one_beta_per_repeated_header(server):
+    body = {"model": "claude-opus-4-7", "max_tokens": 8, "speed": "fast", "messages": HELLO}
+    headers = [
+        ("x-api-key", "k"),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "context-1m-2025-08-07"),
+        ("anthropic-beta", FAST_BETA),
+    ]
+    assert (
+        httpx.post(f"{server.url}/v1/messages", json=body, headers=headers).json()["usage"]["speed"] == "fast"
+    )
+    unknown = [*headers[:3], ("anthropic-beta", "no-such-beta")]
+    assert httpx.post(f"{server.url}/v1/messages", json=body, headers=unknown).status_code == 400
+
+
+def test_count_tokens_applies_the_same_header_rules(client):
+    with pytest.raises(anthropic.BadRequestError):
+        client.beta.messages.count_tokens(model="claude-opus-4-7", messages=HELLO, betas=["no-such-beta"])

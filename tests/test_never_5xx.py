@@ -57,6 +57,13 @@ tool_schema = st.fixed_dictionaries(
         ),
     }
 )
+# Property schemas from arbitrary JSON: most are invalid JSON Schema (a 400), some are odd but valid.
+odd_schema = st.fixed_dictionaries(
+    {
+        "type": st.just("object"),
+        "properties": st.dictionaries(st.text(min_size=1, max_size=5), json_values, max_size=3),
+    }
+)
 tools = st.lists(
     st.fixed_dictionaries(
         {"name": st.from_regex(r"[a-z_]{1,10}", fullmatch=True), "input_schema": tool_schema | json_values}

@@ -83,6 +83,13 @@ async def reset(request: Request) -> Response:
 async def list_requests(request: Request) -> Response:
     state = authorize(request)
     filters = {k: v for k, v in request.query_params.items() if k in FILTERS}
+    status = filters.get("status")
+    if status is not None and not (
+        status.isdigit() or (len(status) == 3 and status[0].isdigit() and status[1:] == "xx")
+    ):
+        raise InvalidRequestError("status: expected a status code (429) or a class (4xx)")
+    if filters.get("stream", "true").lower() not in ("true", "false"):
+        raise InvalidRequestError("stream: expected true or false")
     unknown = set(request.query_params) - set(FILTERS) - {"limit"}
     if unknown:
         raise InvalidRequestError(f"{sorted(unknown)[0]}: unknown filter; use {', '.join(FILTERS)}")

@@ -99,6 +99,9 @@ async def create_message(request: Request) -> Response:
         async def finished(tokens_sent: int) -> None:
             # The tokens the client really got: all of them, or fewer after a disconnect or a fault.
             record.delivered_output_tokens = tokens_sent
+            if tokens_sent != reply.usage.output_tokens:  # billed for what was delivered
+                delivered = {**record.usage, "output_tokens": tokens_sent} if record.usage else None
+                record.cost_usd = delivered and cost_usd(delivered, chosen.model, runtime.settings.pricing)
             await settle(state, ticket, tokens_sent)
 
         stream_fault = fired.fault if fired is not None and fired.fault.kind in STREAM_KINDS else None
@@ -183,8 +186,9 @@ async def _guarded(awaitable: Awaitable[T]) -> T:
 async def count_tokens(request: Request) -> Response:
     state: ServerState = request.app.state.mock
     runtime = state.runtime
-    caller = read_caller(request.headers)
+    caller = read_caller(request.headers, known_betas=runtime.known_betas)
     body, raw = parse_count_tokens_request(await read_body(request, runtime.settings.max_body_bytes))
-    route(runtime.catalog, body.model, body.speed, caller.betas)
+    org = organization_for(caller.api_key, runtime.settings)
+    route(runtime.catalog, body.model, body.speed, caller.betas, fast_allowed=org.fast_mode)
     tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
     return json_response(request, {"input_tokens": tokens})
