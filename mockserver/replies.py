@@ -178,7 +178,7 @@ class Planner:
         if text_pieces:
             text_pieces, stop_sequence = _cut_at_stop_sequence(text_pieces, raw.get("stop_sequences") or ())
             taken = budget.take(text_pieces)
-            if taken or budget.left == 0:
+            if taken:
                 parts.append(TextPart(tuple(taken)))
         if stop_sequence is not None:
             stop_reason, tool = "stop_sequence", None
