@@ -17,7 +17,6 @@ from mockserver.limits.policy import (
     LimitTable,
     draws_for,
     limit_name,
-    output_draw,
     rate_limit_headers,
     rejection_message,
     retry_after_header,
@@ -109,8 +108,8 @@ async def admit(
         speed, org.limits, admission.levels, draws, state.clock.now() if now is None else now
     )
     if admission.admitted:
-        output = output_draw(org.name, speed, model_class, org.limits, max_tokens)
-        return Ticket(headers=headers, output=output, reserved_output=max_tokens)
+        # draws_for puts the output bucket last, charged max_tokens: that is the reservation.
+        return Ticket(headers=headers, output=draws[-1], reserved_output=max_tokens)
     limiting = admission.limiting or draws[0].key
     draw = next(d for d in draws if d.key == limiting)
     message = rejection_message(limiting, draw.capacity, admission.never_fits, draw.cost)

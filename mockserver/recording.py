@@ -67,10 +67,7 @@ class RecordingMiddleware:
             nonlocal first_token_at, streaming
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                record.retry_after = _retry_after(message["headers"])
-                streaming = any(
-                    k == b"content-type" and v.startswith(b"text/event-stream") for k, v in message["headers"]
-                )
+                record.retry_after, streaming = _read_response_headers(message["headers"])
                 if streaming:
                     self.state.metrics.open_streams.inc()
             elif streaming and first_token_at is None and b"content_block_delta" in message.get("body", b""):
@@ -127,14 +124,20 @@ class RecordingMiddleware:
             log.warning("journal entry %s not kept: %s", record.request_id, exc)
 
 
-def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
+def _read_response_headers(headers: list[tuple[bytes, bytes]]) -> tuple[float | None, bool]:
+    """(retry-after in seconds, is it an event stream?) in one pass over the ~17 headers of a reply."""
+    retry_after: float | None = None
+    seen_retry_after = streaming = False
     for key, value in headers:
-        if key == b"retry-after":
+        if key == b"content-type":
+            streaming = streaming or value.startswith(b"text/event-stream")
+        elif key == b"retry-after" and not seen_retry_after:
+            seen_retry_after = True  # the first one counts, as clients read it
             try:
-                return float(value)
+                retry_after = float(value)
             except ValueError:
-                return None
-    return None
+                retry_after = None
+    return retry_after, streaming
 
 
 def _retry_count(scope: Scope) -> int | None:

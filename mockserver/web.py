@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from mockserver.errors import APIError, RequestTooLargeError
@@ -23,8 +23,10 @@ def new_request_id(request: Request) -> str:
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise _too_large(limit)
+        return await _read_declared(request, limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -35,17 +37,59 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _read_declared(request: Request, limit: int) -> bytes:
+    """Read a body of known length straight from `receive`: uvicorn hands it over in one message,
+    and `Request.stream`'s async generator cost more than the read itself on the hot path."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:  # a client that sends more than it declared
+            raise _too_large(limit)
+        if not message.get("more_body", False):
+            body = b"".join((*chunks, chunk)) if chunks else chunk
+            # Later readers (request.body(), request.stream()) see the body as if Starlette read it.
+            request._body = body
+            return body
+        chunks.append(chunk)
+
+
 def _too_large(limit: int) -> RequestTooLargeError:
     return RequestTooLargeError(f"Request exceeds the maximum allowed number of bytes ({limit:,}).")
+
+
+class JSONBytes(Response):
+    """A JSON response whose body and raw header list are built by the caller: Starlette's
+    `Response.__init__` re-scans the headers for content-length and content-type on every call."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = content
+        self.raw_headers = raw_headers
 
 
 def json_response(
     request: Request, body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    all_headers = {"request-id": new_request_id(request), **(headers or {})}
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=all_headers
-    )
+    """`body` as JSON with request-id, then `headers` (lower-case names; none of request-id,
+    content-type, content-length), then content-length and content-type: Starlette's order."""
+    content = orjson.dumps(body)
+    raw = [(b"request-id", new_request_id(request).encode())]
+    if headers:
+        raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    raw.append((b"content-length", str(len(content)).encode()))
+    raw.append(_JSON_CONTENT_TYPE)
+    return JSONBytes(content, status, raw)
+
+
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 def error_response(request: Request, error: APIError) -> Response:

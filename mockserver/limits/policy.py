@@ -66,31 +66,35 @@ def draws_for(
 ) -> list[Draw]:
     costs = {REQUESTS: 1, INPUT: input_tokens, OUTPUT: max_tokens}
     return [
-        Draw.per_minute(key, limit, costs[kind])
-        for kind, key, limit in _buckets(org, speed, model_class, limits)
+        Draw.known(key, capacity, rate, costs[kind])
+        for kind, key, capacity, rate in _buckets(org, speed, model_class, limits)
     ]
 
 
 def output_draw(org: str, speed: Speed, model_class: str, limits: LimitTable, max_tokens: int = 0) -> Draw:
-    """The output-token bucket of a request: refund with
+    """The output-token bucket of a request (the last of `draws_for`): refund with
     `store.adjust(d.key, d.capacity, d.rate, max_tokens - output_tokens)`."""
-    _, key, limit = _buckets(org, speed, model_class, limits)[-1]
-    return Draw.per_minute(key, limit, max_tokens)
+    _, key, capacity, rate = _buckets(org, speed, model_class, limits)[-1]
+    return Draw.known(key, capacity, rate, max_tokens)
 
 
 @functools.lru_cache(maxsize=4096)
 def _buckets(
     org: str, speed: Speed, model_class: str, limits: LimitTable
-) -> tuple[tuple[str, str, int], ...]:
-    """(kind, key, limit) of each bucket a request draws from, output last. Memoised: every request
-    needs them, and a few organisations send nearly all requests."""
+) -> tuple[tuple[str, str, float, float], ...]:
+    """(kind, key, capacity, rate) of each bucket a request draws from, output last. Memoised (and
+    checked once, by building a Draw): every request needs them, and a few organisations send
+    nearly all requests."""
     kinds = (INPUT, OUTPUT) if speed == "fast" else (REQUESTS, INPUT, OUTPUT)
-    return tuple(
-        (kind, bucket_key(org, model_class, speed, kind), limits.limit(speed, kind)) for kind in kinds
-    )
+    draws = [
+        Draw.per_minute(bucket_key(org, model_class, speed, k), limits.limit(speed, k), 0) for k in kinds
+    ]
+    return tuple((kind, d.key, d.capacity, d.rate) for kind, d in zip(kinds, draws, strict=True))
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_key(key: str) -> tuple[str, str]:
+    # Memoised: every response parses the keys of its draws, and the keys repeat.
     parts = key.rsplit(":", 2)
     if len(parts) != 3 or parts[2] not in _KIND_NAMES or parts[1] not in ("standard", "fast"):
         raise ValueError(f"not a rate-limit bucket key: {key!r}")
@@ -103,42 +107,58 @@ def limit_name(key: str) -> str:
     return ("fast mode " if speed == "fast" else "") + _KIND_NAMES[kind]
 
 
+def _header_names(prefix: str) -> tuple[str, str, str]:
+    return f"{prefix}-limit", f"{prefix}-remaining", f"{prefix}-reset"
+
+
+# (kind, header names) of each family a response reports, in wire order; built once, not per request.
+_FAMILIES = {
+    "fast": (
+        (INPUT, _header_names("anthropic-fast-input-tokens")),
+        (OUTPUT, _header_names("anthropic-fast-output-tokens")),
+    ),
+    "standard": (
+        (REQUESTS, _header_names("anthropic-ratelimit-requests")),
+        (INPUT, _header_names("anthropic-ratelimit-input-tokens")),
+        (OUTPUT, _header_names("anthropic-ratelimit-output-tokens")),
+    ),
+}
+_COMBINED = _header_names("anthropic-ratelimit-tokens")
+
+
 def rate_limit_headers(
     speed: Speed, limits: LimitTable, levels: Mapping[str, float], draws: Sequence[Draw], now: float
 ) -> dict[str, str]:
     """The rate-limit headers of a response (reference §10.2/§10.3). A bucket missing from `levels`
     or `draws` is reported full, at the limit in `limits`."""
     by_kind = {_parse_key(d.key)[1]: d for d in draws}
-
-    def family(kind: str) -> tuple[int, int, float]:
-        draw = by_kind.get(kind)
-        limit = limits.limit(speed, kind) if draw is None else draw.capacity
-        rate = limit / 60.0 if draw is None else draw.rate
-        level = limit if draw is None else levels.get(draw.key, limit)
-        remaining = max(0, min(int(limit), math.floor(level + _REMAINING_EPSILON)))
-        return int(limit), remaining, now + seconds_until_full(level, limit, rate)
-
     headers: dict[str, str] = {}
-
-    def put(prefix: str, limit: int, remaining: int, full_at: float) -> None:
-        headers[f"{prefix}-limit"] = str(limit)
-        headers[f"{prefix}-remaining"] = str(remaining)
-        headers[f"{prefix}-reset"] = rfc3339(full_at)
-
-    if speed == "fast":
-        put("anthropic-fast-input-tokens", *family(INPUT))
-        put("anthropic-fast-output-tokens", *family(OUTPUT))
+    families: list[tuple[int, int, float]] = []
+    fast = speed == "fast"
+    for kind, (limit_name_, remaining_name, reset_name) in _FAMILIES["fast" if fast else "standard"]:
+        draw = by_kind.get(kind)
+        if draw is None:
+            limit = limits.limit(speed, kind)
+            rate, level = limit / 60.0, float(limit)
+        else:
+            limit, rate = draw.capacity, draw.rate
+            level = levels.get(draw.key, limit)
+        remaining = max(0, min(int(limit), math.floor(level + _REMAINING_EPSILON)))
+        full_at = now + seconds_until_full(level, limit, rate)
+        headers[limit_name_] = str(int(limit))
+        headers[remaining_name] = str(remaining)
+        headers[reset_name] = rfc3339(full_at)
+        families.append((int(limit), remaining, full_at))
+    if fast:
         return headers
-
-    requests, inputs, outputs = family(REQUESTS), family(INPUT), family(OUTPUT)
-    put("anthropic-ratelimit-requests", *requests)
-    put("anthropic-ratelimit-input-tokens", *inputs)
-    put("anthropic-ratelimit-output-tokens", *outputs)
     # The combined limit is input + output (reference example); its remaining and reset follow the
     # more restrictive of the two, scaled to the combined limit so a full pair reads limit/limit.
+    inputs, outputs = families[1], families[2]
     tightest = min((inputs, outputs), key=lambda f: f[1] / f[0])
     total = inputs[0] + outputs[0]
-    put("anthropic-ratelimit-tokens", total, math.floor(total * tightest[1] / tightest[0]), tightest[2])
+    headers[_COMBINED[0]] = str(total)
+    headers[_COMBINED[1]] = str(math.floor(total * tightest[1] / tightest[0]))
+    headers[_COMBINED[2]] = rfc3339(tightest[2])
     return headers
 
 

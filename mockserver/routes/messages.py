@@ -93,7 +93,6 @@ async def create_message(request: Request) -> Response:
         reply = replace(reply, diagnostics=diagnostics)
     record.usage = reply.usage.to_json()
     record.cost_usd = cost_usd(record.usage, chosen.model, runtime.settings.pricing)
-    headers = {"request-id": new_request_id(request), **ticket.headers}
     if body.stream:
 
         async def finished(tokens_sent: int) -> None:
@@ -115,15 +114,14 @@ async def create_message(request: Request) -> Response:
             fault=stream_fault,
             drop_connection=lambda: drop_connection(request.scope),
         )
-        return StreamingResponse(
-            stream, media_type="text/event-stream; charset=utf-8", headers={**headers, **SSE_HEADERS}
-        )
+        headers = {"request-id": new_request_id(request), **ticket.headers, **SSE_HEADERS}
+        return StreamingResponse(stream, media_type="text/event-stream; charset=utf-8", headers=headers)
     try:
         if runtime.settings.timing.pace_non_streaming:
             await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
     finally:
         await settle(state, ticket, reply.usage.output_tokens)
-    return json_response(request, reply.message(mid), headers=headers)
+    return json_response(request, reply.message(mid), headers=ticket.headers)
 
 
 async def _choose_fault(
