@@ -29,6 +29,7 @@ from throughput import (
     free_port,
     measure,
     mockserver_env,
+    private_redis,
     run_python_load,
     start,
     wait_until_up,
@@ -143,19 +144,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--overload-seconds", type=float, default=30.0)
     args = parser.parse_args()
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.5)
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    with private_redis() as redis_url:
         overhead(args, redis_url)
         return 0 if accuracy(args, redis_url) else 1
-    finally:
-        redis.terminate()
-        redis.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ time is turned off. Prints requests/s, p50/p99 latency, and the ratio mockserver
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -165,6 +167,21 @@ def run_python_load(url: str, seconds: int, connections: int) -> dict[str, float
     return asyncio.run(main())
 
 
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A throwaway redis-server on a free port (no persistence); yields its URL."""
+    port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.5)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+
+
 def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         command,
@@ -254,24 +271,15 @@ def main() -> int:
         )
         results["memory"] = measure("mockserver memory://", server, f"http://127.0.0.1:{port}", args, script)
 
-        redis_port = free_port()
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(0.5)
+        with private_redis() as redis_url:
             port = free_port()
             server = start(
                 [sys.executable, "-m", "mockserver", "serve", "--port", str(port), "--log-level", "warning"],
-                mockserver_env(f"redis://127.0.0.1:{redis_port}/0"),
+                mockserver_env(redis_url),
             )
             results["redis"] = measure(
                 "mockserver redis://", server, f"http://127.0.0.1:{port}", args, script
             )
-        finally:
-            redis.terminate()
-            redis.wait(timeout=10)
 
     print()
     print("| server | requests/s | p50 ms | p99 ms | ratio to bare | target |")
