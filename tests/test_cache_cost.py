@@ -172,3 +172,25 @@ def test_cost_matches_the_seed_prices(setup):
         expected_fast + expected_read + expected_standard, abs=1e-5
     )
     assert admin.usage(since=rows[0]["started_at"] + 1)["data"] == []  # the fake clock never moved
+
+
+def test_cache_entries_live_in_redis_and_are_shared_by_servers(start_server):
+    import uuid
+
+    from tests.support.redis_server import RedisServer, redis_server_binary
+
+    with RedisServer(redis_server_binary()) as redis:
+        clock = FakeClock()
+        shared = {
+            "storage": redis.url,
+            "key_prefix": f"cache-{uuid.uuid4().hex}:",
+            "timing": {"time_scale": 1000.0, "pace_non_streaming": False},
+        }
+        first_server, second_server = start_server(clock=clock, **shared), start_server(clock=clock, **shared)
+        first = ask(anthropic.Anthropic(api_key="sk-c", base_url=first_server.url, max_retries=0))
+        second = ask(anthropic.Anthropic(api_key="sk-c", base_url=second_server.url, max_retries=0))
+        assert first.usage.cache_creation_input_tokens == PREFIX_TOKENS
+        assert second.usage.cache_read_input_tokens == PREFIX_TOKENS  # written by the other server
+        clock.advance(301)
+        third = ask(anthropic.Anthropic(api_key="sk-c", base_url=second_server.url, max_retries=0))
+        assert third.usage.cache_read_input_tokens == 0  # expired on the fake clock, in Redis too
