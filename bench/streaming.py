@@ -125,9 +125,9 @@ def serve(config_file):
     if profile:
         import cProfile
 
-        cProfile.runctx("asyncio.run(server.serve(sockets=[sock]))", globals(), locals(), profile)
+        cProfile.runctx("server.run(sockets=[sock])", globals(), locals(), profile)
     else:
-        asyncio.run(server.serve(sockets=[sock]))
+        server.run(sockets=[sock])  # uvicorn's loop factory (uvloop when installed), as `mockserver serve`
 
 
 class Server:
