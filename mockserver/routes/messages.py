@@ -9,18 +9,19 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from mockserver.admission import admit, organization_for, settle
+from mockserver.admission import Ticket, admit, organization_for, settle
 from mockserver.cache import CacheOutcome
 from mockserver.catalog import model_class
 from mockserver.chaos import FAULT_HEADER, Fired, http_error
 from mockserver.errors import InvalidRequestError, ServiceUnavailableError
 from mockserver.fastmode import Route, route
-from mockserver.faults import STREAM_KINDS, Target, latency
+from mockserver.faults import STREAM_KINDS, Fault, Target, latency
 from mockserver.ids import message_id
 from mockserver.journal import RequestRecord, api_key_id
 from mockserver.limits.store import StoreUnavailable
 from mockserver.pricing import cost_usd
 from mockserver.recording import drop_connection, record_of
+from mockserver.replies import Reply
 from mockserver.runtime import ServerState
 from mockserver.streaming import generation_seconds, stream_reply
 from mockserver.tokens import count_input
@@ -39,26 +40,21 @@ T = TypeVar("T")
 
 
 async def create_message(request: Request) -> Response:
+    """The path of DESIGN.md §1: parse, route, faults, cache, admission, plan, deliver."""
     state: ServerState = request.app.state.mock
     runtime = state.runtime
     record = record_of(request.scope) or RequestRecord("", "", "", 0.0)
     caller = read_caller(request.headers, known_betas=runtime.known_betas)
     record.api_key_id = api_key_id(caller.api_key)
-    payload = await read_body(request, runtime.settings.max_body_bytes)
-    parsed = parse_messages_request(payload, caller)
+    parsed = parse_messages_request(await read_body(request, runtime.settings.max_body_bytes), caller)
+    _note_request(record, parsed, runtime.settings.journal.record_bodies)
     body = parsed.body
-    record.model, record.speed, record.stream = body.model, body.speed or "standard", bool(body.stream)
-    record.requested_speed = body.speed
-    record.betas, record.max_tokens = sorted(caller.betas), body.max_tokens
-    if runtime.settings.journal.record_bodies:
-        record.body = parsed.raw
     org = organization_for(caller.api_key, runtime.settings)
     record.organization = org.name
     chosen = route(runtime.catalog, body.model, body.speed, caller.betas, fast_allowed=org.fast_mode)
     record.model, record.speed = chosen.model.id, chosen.speed
-    input_tokens = count_input(
-        messages=parsed.raw["messages"], system=parsed.raw.get("system"), tools=parsed.raw.get("tools")
-    )
+    raw = parsed.raw
+    input_tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
     check_model_limits(chosen.model, body.max_tokens, input_tokens, body.model)
     check_tool_choice(parsed)
     fired = await _choose_fault(state, request, chosen.model.id, chosen.speed, org.name, bool(body.stream))
@@ -70,16 +66,41 @@ async def create_message(request: Request) -> Response:
     cached = await _look_up_cache(state, parsed, org.name, chosen.model.id, chosen.speed)
     uncached = input_tokens - cached.read_tokens - cached.created_tokens
     # Cache reads do not count towards input-token limits; cache writes do (reference §10.1).
+    limited_input = uncached + cached.created_tokens
+    klass = model_class(chosen.model)
     ticket = await admit(
-        state,
-        org,
-        chosen.speed,
-        model_class(chosen.model),
-        input_tokens=uncached + cached.created_tokens,
-        max_tokens=body.max_tokens,
+        state, org, chosen.speed, klass, input_tokens=limited_input, max_tokens=body.max_tokens
     )
     await _guarded(state.cache.commit(cached, now=state.clock.now(), message_id=mid))
-    reply = runtime.planner.plan(parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=uncached)
+    reply = await _plan(state, parsed, chosen, uncached, cached)
+    record.usage = reply.usage.to_json()
+    record.cost_usd = cost_usd(record.usage, chosen.model, runtime.settings.pricing)
+    if body.stream:
+        stream_fault = fired.fault if fired is not None and fired.fault.kind in STREAM_KINDS else None
+        return _streamed(request, state, record, reply, mid, chosen, ticket, stream_fault)
+    try:
+        if runtime.settings.timing.pace_non_streaming:
+            await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
+    finally:
+        await settle(state, ticket, reply.usage.output_tokens)
+    return json_response(request, reply.message(mid), headers=ticket.headers)
+
+
+def _note_request(record: RequestRecord, parsed: MessagesRequest, keep_body: bool) -> None:
+    body = parsed.body
+    record.model, record.speed, record.stream = body.model, body.speed or "standard", bool(body.stream)
+    record.requested_speed = body.speed
+    record.betas, record.max_tokens = sorted(parsed.caller.betas), body.max_tokens
+    if keep_body:
+        record.body = parsed.raw
+
+
+async def _plan(
+    state: ServerState, parsed: MessagesRequest, chosen: Route, uncached: int, cached: CacheOutcome
+) -> Reply:
+    reply = state.runtime.planner.plan(
+        parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=uncached
+    )
     if cached.read_tokens or cached.created_tokens:
         # Skipped on a miss, the common case: the planner's usage already has zero cache fields.
         reply = reply.with_usage(
@@ -89,39 +110,40 @@ async def create_message(request: Request) -> Response:
             ephemeral_1h_input_tokens=cached.created_1h,
         )
     diagnostics = await _diagnose(state, parsed, cached)
-    if diagnostics is not None:
-        reply = replace(reply, diagnostics=diagnostics)
-    record.usage = reply.usage.to_json()
-    record.cost_usd = cost_usd(record.usage, chosen.model, runtime.settings.pricing)
-    if body.stream:
+    return reply if diagnostics is None else replace(reply, diagnostics=diagnostics)
 
-        async def finished(tokens_sent: int) -> None:
-            # The tokens the client really got: all of them, or fewer after a disconnect or a fault.
-            record.delivered_output_tokens = tokens_sent
-            if tokens_sent != reply.usage.output_tokens:  # billed for what was delivered
-                delivered = {**record.usage, "output_tokens": tokens_sent} if record.usage else None
-                record.cost_usd = delivered and cost_usd(delivered, chosen.model, runtime.settings.pricing)
-            await settle(state, ticket, tokens_sent)
 
-        stream_fault = fired.fault if fired is not None and fired.fault.kind in STREAM_KINDS else None
-        stream = stream_reply(
-            reply,
-            mid,
-            runtime,
-            state.clock,
-            chosen.model,
-            on_finish=finished,
-            fault=stream_fault,
-            drop_connection=lambda: drop_connection(request.scope),
-        )
-        headers = {"request-id": new_request_id(request), **ticket.headers, **SSE_HEADERS}
-        return StreamingResponse(stream, media_type="text/event-stream; charset=utf-8", headers=headers)
-    try:
-        if runtime.settings.timing.pace_non_streaming:
-            await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
-    finally:
-        await settle(state, ticket, reply.usage.output_tokens)
-    return json_response(request, reply.message(mid), headers=ticket.headers)
+def _streamed(
+    request: Request,
+    state: ServerState,
+    record: RequestRecord,
+    reply: Reply,
+    mid: str,
+    chosen: Route,
+    ticket: Ticket,
+    fault: Fault | None,
+) -> StreamingResponse:
+    pricing = state.runtime.settings.pricing
+
+    async def finished(tokens_sent: int) -> None:
+        # The tokens the client really got: all of them, or fewer after a disconnect or a fault.
+        record.delivered_output_tokens = tokens_sent
+        if tokens_sent != reply.usage.output_tokens and record.usage is not None:  # billed as delivered
+            record.cost_usd = cost_usd({**record.usage, "output_tokens": tokens_sent}, chosen.model, pricing)
+        await settle(state, ticket, tokens_sent)
+
+    stream = stream_reply(
+        reply,
+        mid,
+        state.runtime,
+        state.clock,
+        chosen.model,
+        on_finish=finished,
+        fault=fault,
+        drop_connection=lambda: drop_connection(request.scope),
+    )
+    headers = {"request-id": new_request_id(request), **ticket.headers, **SSE_HEADERS}
+    return StreamingResponse(stream, media_type="text/event-stream; charset=utf-8", headers=headers)
 
 
 async def _choose_fault(
