@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mockserver.errors import RateLimitError, ServiceUnavailableError
+from mockserver.errors import RateLimitError, ServiceUnavailableError, StoreUnavailable
 from mockserver.journal import api_key_id
 from mockserver.limits.bucket import Draw
 from mockserver.limits.policy import (
@@ -21,7 +21,6 @@ from mockserver.limits.policy import (
     rejection_message,
     retry_after_header,
 )
-from mockserver.limits.store import StoreUnavailable
 from mockserver.runtime import ServerState
 from mockserver.settings import LimitSettings, OrganizationSettings, Settings
 

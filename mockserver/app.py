@@ -16,7 +16,14 @@ from starlette.routing import Route
 
 from mockserver.clock import Clock
 from mockserver.direct import DirectRoutes, Handler
-from mockserver.errors import APIError, InternalServerError, MethodNotAllowedError, NotFoundError
+from mockserver.errors import (
+    APIError,
+    InternalServerError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ServiceUnavailableError,
+    StoreUnavailable,
+)
 from mockserver.recording import RecordingMiddleware
 from mockserver.routes import admin, batches, messages, models
 from mockserver.runtime import Runtime, ServerState
@@ -52,7 +59,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         yield
         await state.close()
 
-    handled: dict[type, Handler] = {APIError: _api_error, HTTPException: _http_error}
+    handled: dict[type, Handler] = {
+        APIError: _api_error,
+        HTTPException: _http_error,
+        StoreUnavailable: _store_unavailable,
+    }
     # The hot path skips the router; an endpoint listed here must also stay in `routes` (405s, docs).
     direct = {("POST", "/v1/messages"): messages.create_message}
     app = Starlette(
@@ -80,6 +91,11 @@ def app_from_environment() -> Starlette:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
     return error_response(request, exc)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    # An unreachable shared store is an outage the client should retry, wherever it surfaced.
+    return error_response(request, ServiceUnavailableError(f"service unavailable: {exc}"))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

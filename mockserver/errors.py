@@ -31,6 +31,10 @@ class ConfigError(MockServerError):
     pass
 
 
+class StoreUnavailable(MockServerError):
+    """The store cannot be reached; callers answer 503 rather than guess at admission."""
+
+
 class APIError(MockServerError):
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "api_error"

@@ -10,9 +10,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mockserver import journal, usage
 from mockserver.chaos import ConnectionDropped
+from mockserver.errors import StoreUnavailable
 from mockserver.ids import request_id
 from mockserver.journal import Journal, RequestRecord
-from mockserver.limits.store import StoreUnavailable
 from mockserver.runtime import ServerState
 from mockserver.usage import UsageLedger
 

@@ -12,14 +12,11 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from mockserver.clock import Clock
-from mockserver.errors import ConfigError, MockServerError
+from mockserver.errors import ConfigError
+from mockserver.errors import StoreUnavailable as StoreUnavailable  # re-exported: part of this API
 from mockserver.limits.bucket import Admission, Draw
 
 SUPPORTED_SCHEMES = ("memory://", "redis://host:port/db", "rediss://host:port/db", "unix:///path/redis.sock")
-
-
-class StoreUnavailable(MockServerError):
-    """The store cannot be reached; callers answer 503 rather than guess at admission."""
 
 
 class InvalidStoreURI(ConfigError):

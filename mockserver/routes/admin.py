@@ -14,10 +14,8 @@ from mockserver.errors import (
     ConfigError,
     InvalidRequestError,
     NotFoundError,
-    ServiceUnavailableError,
 )
 from mockserver.journal import FILTERS
-from mockserver.limits.store import StoreUnavailable
 from mockserver.metrics import CONTENT_TYPE
 from mockserver.runtime import ServerState
 from mockserver.validation import parse_json
@@ -48,11 +46,8 @@ def authorize(request: Request) -> ServerState:
 async def health(request: Request) -> Response:
     # Always on, even with the admin API disabled: container healthchecks need it, it reveals nothing.
     state = _state(request)
-    try:
-        await state.buckets.ping()
-        await state.store.ping()
-    except StoreUnavailable as exc:
-        raise ServiceUnavailableError(str(exc)) from None
+    await state.buckets.ping()  # an unreachable store raises StoreUnavailable: the app answers 503
+    await state.store.ping()
     return json_response(request, {"status": "ok", "storage": _redacted_storage(state)})
 
 
@@ -68,7 +63,7 @@ async def patch_settings(request: Request) -> Response:
     if fixed:
         raise InvalidRequestError(f"{fixed[0]}: can only be set at startup (config file, environment or CLI)")
     try:
-        await _guarded(state.patch_settings(patch))
+        await state.patch_settings(patch)
     except ConfigError as exc:
         raise InvalidRequestError(str(exc)) from None
     return json_response(request, public_settings(state))
@@ -76,7 +71,7 @@ async def patch_settings(request: Request) -> Response:
 
 async def reset(request: Request) -> Response:
     state = authorize(request)
-    await _guarded(state.reset())
+    await state.reset()
     return json_response(request, {"status": "reset"})
 
 
@@ -93,20 +88,20 @@ async def list_requests(request: Request) -> Response:
     unknown = set(request.query_params) - set(FILTERS) - {"limit"}
     if unknown:
         raise InvalidRequestError(f"{sorted(unknown)[0]}: unknown filter; use {', '.join(FILTERS)}")
-    rows = await _guarded(state.journal.entries(filters))
+    rows = await state.journal.entries(filters)
     limit = request.query_params.get("limit")
     if limit is not None:
         if not limit.isdigit():
             raise InvalidRequestError("limit: Input should be a valid integer")
         rows = rows[-int(limit) :] if int(limit) else []
-    dropped = await _guarded(state.journal.dropped())
+    dropped = await state.journal.dropped()
     return json_response(request, {"data": rows, "count": len(rows), "dropped": dropped})
 
 
 async def clear_requests(request: Request) -> Response:
     state = authorize(request)
-    count = len(await _guarded(state.journal.entries()))
-    await _guarded(state.journal.clear())
+    count = len(await state.journal.entries())
+    await state.journal.clear()
     return json_response(request, {"deleted": count})
 
 
@@ -122,7 +117,7 @@ async def create_fault(request: Request) -> Response:
     fault = parse_fault(parse_json(await read_body(request, state.runtime.settings.max_body_bytes)))
     if fault.kind == "degrade_speed" and not state.runtime.settings.chaos.allow_degraded_speed:
         raise InvalidRequestError("kind: degrade_speed faults need chaos.allow_degraded_speed = true")
-    await _guarded(state.add_fault(fault))
+    await state.add_fault(fault)
     return json_response(request, {**fault.model_dump(), "source": "admin"}, status=201)
 
 
@@ -133,7 +128,7 @@ async def delete_fault(request: Request) -> Response:
         raise InvalidRequestError(
             f"fault {name!r} comes from the settings; change it with PATCH /_admin/settings"
         )
-    if not await _guarded(state.delete_fault(name)):
+    if not await state.delete_fault(name):
         raise NotFoundError(f"no fault named {name!r}")
     return json_response(request, {"name": name, "deleted": True})
 
@@ -149,7 +144,7 @@ async def usage(request: Request) -> Response:
                 bounds[name] = float(raw)
             except ValueError:
                 raise InvalidRequestError(f"{name}: Input should be epoch seconds") from None
-    rows = await _guarded(state.usage.report(**bounds))
+    rows = await state.usage.report(**bounds)
     total = round(sum(row["cost_usd"] for row in rows), 6)
     return json_response(request, {"data": rows, "total_cost_usd": total})
 
@@ -170,10 +165,3 @@ def _redacted_storage(state: ServerState) -> str:
     from mockserver.limits.store import redact
 
     return redact(state.runtime.settings.storage)
-
-
-async def _guarded(awaitable: Any) -> Any:
-    try:
-        return await awaitable
-    except StoreUnavailable as exc:
-        raise ServiceUnavailableError(str(exc)) from None

@@ -7,7 +7,6 @@ Beta clients hit the same paths (SDK0 adds `?beta=true`, which needs no handling
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from starlette.requests import Request
@@ -16,9 +15,7 @@ from starlette.routing import Route
 
 from mockserver import batches
 from mockserver.admission import organization_for
-from mockserver.errors import ServiceUnavailableError
 from mockserver.journal import api_key_id
-from mockserver.limits.store import StoreUnavailable
 from mockserver.paging import page
 from mockserver.recording import record_of
 from mockserver.runtime import Runtime, ServerState
@@ -39,18 +36,6 @@ def routes() -> list[Route]:
         Route(BASE + "/{batch_id}/cancel", cancel_batch, methods=["POST"]),
         Route(BASE + "/{batch_id}/results", batch_results, methods=["GET"]),
     ]
-
-
-def _store_errors(handler: Handler) -> Handler:
-    # An unreachable shared store is an outage the client should retry, like the limiter's.
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except StoreUnavailable as exc:
-            raise ServiceUnavailableError(f"batch store unavailable: {exc}") from None
-
-    return wrapped
 
 
 def _caller(request: Request) -> tuple[ServerState, Runtime, Caller, str]:
@@ -74,7 +59,6 @@ def _render(request: Request, batch: batches.Batch, now: float) -> dict[str, obj
     return batches.render(batch, now, _results_url(request, batch.id))
 
 
-@_store_errors
 async def create_batch(request: Request) -> Response:
     state, runtime, caller, org = _caller(request)
     config = runtime.settings.batches
@@ -85,14 +69,12 @@ async def create_batch(request: Request) -> Response:
     return json_response(request, _render(request, batch, now))
 
 
-@_store_errors
 async def get_batch(request: Request) -> Response:
     state, _, _, org = _caller(request)
     batch = await batches.load(state.store, org, request.path_params["batch_id"])
     return json_response(request, _render(request, batch, state.clock.now()))
 
 
-@_store_errors
 async def list_batches(request: Request) -> Response:
     state, _, _, org = _caller(request)
     now = state.clock.now()
@@ -100,7 +82,6 @@ async def list_batches(request: Request) -> Response:
     return json_response(request, page(rows, request.query_params))
 
 
-@_store_errors
 async def cancel_batch(request: Request) -> Response:
     state, runtime, _, org = _caller(request)
     now = state.clock.now()
@@ -109,7 +90,6 @@ async def cancel_batch(request: Request) -> Response:
     return json_response(request, _render(request, batch, now))
 
 
-@_store_errors
 async def delete_batch(request: Request) -> Response:
     state, _, _, org = _caller(request)
     batch_id = request.path_params["batch_id"]
@@ -117,7 +97,6 @@ async def delete_batch(request: Request) -> Response:
     return json_response(request, {"id": batch_id, "type": "message_batch_deleted"})
 
 
-@_store_errors
 async def batch_results(request: Request) -> Response:
     state, runtime, _, org = _caller(request)
     batch_id = request.path_params["batch_id"]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -13,12 +12,11 @@ from mockserver.admission import Ticket, admit, organization_for, settle
 from mockserver.cache import CacheOutcome
 from mockserver.catalog import model_class
 from mockserver.chaos import FAULT_HEADER, Fired, http_error
-from mockserver.errors import InvalidRequestError, ServiceUnavailableError
+from mockserver.errors import InvalidRequestError
 from mockserver.fastmode import Route, route
 from mockserver.faults import STREAM_KINDS, Fault, Target, latency
 from mockserver.ids import message_id
 from mockserver.journal import RequestRecord, api_key_id
-from mockserver.limits.store import StoreUnavailable
 from mockserver.pricing import cost_usd
 from mockserver.recording import drop_connection, record_of
 from mockserver.replies import Reply
@@ -36,7 +34,6 @@ from mockserver.validation import (
 from mockserver.web import json_response, new_request_id, read_body
 
 SSE_HEADERS = {"cache-control": "no-cache"}
-T = TypeVar("T")
 
 
 async def create_message(request: Request) -> Response:
@@ -71,7 +68,7 @@ async def create_message(request: Request) -> Response:
     ticket = await admit(
         state, org, chosen.speed, klass, input_tokens=limited_input, max_tokens=body.max_tokens
     )
-    await _guarded(state.cache.commit(cached, now=state.clock.now(), message_id=mid))
+    await state.cache.commit(cached, now=state.clock.now(), message_id=mid)
     reply = await _plan(state, parsed, chosen, uncached, cached)
     record.usage = reply.usage.to_json()
     record.cost_usd = cost_usd(record.usage, chosen.model, runtime.settings.pricing)
@@ -155,8 +152,7 @@ async def _choose_fault(
     if not faults and header is None:
         return None
     target = Target(path=request.url.path, model=model, speed=speed, organization=org, stream=stream)
-    choice = state.faults.choose(target, faults, header, seed=settings.seed, now=state.clock.now())
-    return await _guarded(choice)
+    return await state.faults.choose(target, faults, header, seed=settings.seed, now=state.clock.now())
 
 
 async def _apply_http_fault(state: ServerState, request: Request, fired: Fired, chosen: Route) -> Route:
@@ -181,10 +177,9 @@ async def _look_up_cache(
     settings = state.runtime.settings.cache
     if not settings.enabled:
         return CacheOutcome()
-    lookup = state.cache.lookup(
+    return await state.cache.lookup(
         parsed.raw, org=org, model=model, speed=speed, now=state.clock.now(), min_tokens=settings.min_tokens
     )
-    return await _guarded(lookup)
 
 
 async def _diagnose(
@@ -193,14 +188,7 @@ async def _diagnose(
     asked = parsed.body.diagnostics
     if asked is None or asked.previous_message_id is None or cached.fingerprint is None:
         return None
-    return await _guarded(state.cache.diagnose(asked.previous_message_id, cached.fingerprint))
-
-
-async def _guarded(awaitable: Awaitable[T]) -> T:
-    try:
-        return await awaitable
-    except StoreUnavailable as exc:
-        raise ServiceUnavailableError(f"state store unavailable: {exc}") from None
+    return await state.cache.diagnose(asked.previous_message_id, cached.fingerprint)
 
 
 async def count_tokens(request: Request) -> Response:

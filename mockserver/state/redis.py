@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from mockserver.limits.store import StoreUnavailable
+from mockserver.errors import StoreUnavailable
 
 
 class RedisStateStore:
