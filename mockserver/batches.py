@@ -30,6 +30,7 @@ from mockserver.catalog import Catalog
 from mockserver.errors import APIError, InvalidRequestError, NotFoundError, error_body
 from mockserver.fastmode import route
 from mockserver.ids import batch_id as new_batch_id
+from mockserver.ids import derived_id
 from mockserver.replies import Planner
 from mockserver.settings import Settings
 from mockserver.state import StateStore
@@ -57,7 +58,6 @@ RESULTS_KEPT = 29 * DAY  # results are archived (gone) this long after the batch
 PARAMS_TTL = EXPIRES_AFTER + RESULTS_KEPT + DAY
 SEQUENCE_KEY = "batch-sequence"  # creation order shared by replicas (their wall clocks may disagree)
 SIMULATED_ERROR = {"type": "api_error", "message": "Internal server error"}
-_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _FIELD_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.DOTALL)
 
 
@@ -288,17 +288,7 @@ def _message(
     model = raw["model"] if entry is None else entry.id
     tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
     reply = planner.plan(raw, model=model, speed="standard", input_tokens=tokens)
-    return reply.with_usage(service_tier="batch").message(_derived_id("msg_01", batch.id, custom_id))
-
-
-def _derived_id(prefix: str, *parts: str) -> str:
-    # Results are planned again on every read: a message id derived from the request keeps it stable.
-    number = int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest(), "big")
-    tail = []
-    for _ in range(22):
-        number, digit = divmod(number, len(_BASE58))
-        tail.append(_BASE58[digit])
-    return prefix + "".join(tail)
+    return reply.with_usage(service_tier="batch").message(derived_id("msg_01", batch.id, custom_id))
 
 
 # -- persistence ----------------------------------------------------------------------------------

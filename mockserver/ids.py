@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
 
-_BASE58 = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_BASE58 = _ALPHABET.encode()
 # Byte → base58 character; 256 is not a multiple of 58, so the first characters are a little more
 # likely. Ids only need to be unique and look right, and this is ~20x cheaper than secrets.choice.
 _TABLE = bytes(_BASE58[i % 58] for i in range(256))
@@ -22,9 +25,20 @@ def request_id() -> str:
     return "req_011C" + _tail(20)
 
 
-def tool_use_id() -> str:
-    return "toolu_01" + _tail(22)
-
-
 def batch_id() -> str:
     return "msgbatch_01" + _tail(22)
+
+
+def seeded_tool_use_id(rng: random.Random) -> str:
+    """A tool-use id drawn from a reply's seeded generator: the same request names the same call."""
+    return "toolu_01" + "".join(rng.choices(_ALPHABET, k=22))
+
+
+def derived_id(prefix: str, *parts: str) -> str:
+    """An id that is a function of `parts`: the same parts always name the same object."""
+    number = int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest(), "big")
+    tail = []
+    for _ in range(22):
+        number, digit = divmod(number, len(_ALPHABET))
+        tail.append(_ALPHABET[digit])
+    return prefix + "".join(tail)

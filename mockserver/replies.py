@@ -20,6 +20,7 @@ import orjson
 
 from mockserver.canned import CannedReplies, CannedReply
 from mockserver.fake_json import fake_value
+from mockserver.ids import seeded_tool_use_id
 from mockserver.tokens import split_tokens
 
 Speed = Literal["standard", "fast"]
@@ -187,7 +188,9 @@ class Planner:
             tool_input = fixed_input if fixed_input is not None else fake_value(schema, rng)
             pieces = split_tokens(orjson.dumps(tool_input).decode())
             if budget.fits(pieces):
-                parts.append(ToolUsePart(_tool_use_id(rng), name, tool_input, tuple(budget.take(pieces))))
+                parts.append(
+                    ToolUsePart(seeded_tool_use_id(rng), name, tool_input, tuple(budget.take(pieces)))
+                )
                 stop_reason = "tool_use"
             else:
                 budget.exhaust()
@@ -320,8 +323,3 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
 def _output_schema(raw: Mapping[str, Any]) -> Any:
     fmt = (raw.get("output_config") or {}).get("format") or {}
     return fmt.get("schema") if fmt.get("type") == "json_schema" else None
-
-
-def _tool_use_id(rng: random.Random) -> str:
-    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-    return "toolu_01" + "".join(rng.choice(alphabet) for _ in range(22))
