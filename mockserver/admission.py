@@ -1,4 +1,4 @@
-"""Rate-limit admission for one request: which organisation pays, charge up front, settle at the end.
+"""Rate-limit admission for one request: charge its organisation up front, settle at the end.
 
 Input tokens are charged when a request is admitted; output tokens are reserved from `max_tokens`
 and corrected to what was really produced when the reply ends (reference §10.1), including a
@@ -11,27 +11,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mockserver.errors import RateLimitError, ServiceUnavailableError, StoreUnavailable
-from mockserver.journal import api_key_id
 from mockserver.limits.bucket import Draw
 from mockserver.limits.policy import (
-    LimitTable,
     draws_for,
     limit_name,
     rate_limit_headers,
     rejection_message,
     retry_after_header,
 )
+from mockserver.organizations import Organization
 from mockserver.runtime import ServerState
-from mockserver.settings import LimitSettings, OrganizationSettings, Settings
 
 Speed = Literal["standard", "fast"]
-
-
-@dataclass(frozen=True, slots=True)
-class Organization:
-    name: str
-    fast_mode: bool
-    limits: LimitTable
 
 
 @dataclass
@@ -42,47 +33,6 @@ class Ticket:
     output: Draw | None = None
     reserved_output: int = 0
     settled: bool = field(default=False)
-
-
-def organization_for(api_key: str, settings: Settings) -> Organization:
-    # Settings are frozen and replaced whole on change, so answers are kept per settings object:
-    # building the limit table on every request was a measurable part of the hot path.
-    global _known
-    if _known[0] is not settings:
-        _known = (settings, {})
-    known = _known[1]
-    org = known.get(api_key)
-    if org is None:
-        if len(known) >= _MAX_KNOWN_KEYS:
-            known.clear()
-        org = known[api_key] = _organization_for(api_key, settings)
-    return org
-
-
-_MAX_KNOWN_KEYS = 4096
-_known: tuple[Settings | None, dict[str, Organization]] = (None, {})
-
-
-def _organization_for(api_key: str, settings: Settings) -> Organization:
-    for name, org in settings.organizations.items():
-        if api_key in org.keys:
-            return Organization(name, org.fast_mode, _table(settings.limits, org))
-    # By default every key is an organisation of its own, named by its digest (never the key).
-    return Organization(api_key_id(api_key), True, _table(settings.limits, None))
-
-
-def _table(defaults: LimitSettings, org: OrganizationSettings | None) -> LimitTable:
-    names = (
-        "requests_per_minute",
-        "input_tokens_per_minute",
-        "output_tokens_per_minute",
-        "fast_input_tokens_per_minute",
-        "fast_output_tokens_per_minute",
-    )
-    values = {name: getattr(defaults, name) for name in names}
-    if org is not None:
-        values.update({name: getattr(org, name) for name in names if getattr(org, name) is not None})
-    return LimitTable(**values)
 
 
 async def admit(

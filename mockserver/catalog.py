@@ -6,8 +6,9 @@ or a container has them); a user's config extends or replaces them.
 
 from __future__ import annotations
 
+import functools
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
@@ -55,10 +56,6 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def supports(entry: ModelEntry, speed: Speed) -> bool:
-    return speed in entry.speeds
 
 
 def speed_profile(entry: ModelEntry, speed: Speed) -> SpeedProfile:
@@ -116,16 +113,7 @@ def _capabilities() -> dict[str, Any]:
     }
 
 
-_DEFAULTS: tuple[ModelEntry, ...] | None = None
-
-
+@functools.cache
 def default_entries() -> tuple[ModelEntry, ...]:
-    global _DEFAULTS
-    if _DEFAULTS is None:
-        raw = resources.files("mockserver.defaults").joinpath("models.toml").read_bytes()
-        _DEFAULTS = tuple(ModelEntry.model_validate(row) for row in tomllib.loads(raw.decode())["models"])
-    return _DEFAULTS
-
-
-def entries_by_id(entries: Iterable[ModelEntry]) -> Mapping[str, ModelEntry]:
-    return {entry.id: entry for entry in entries}
+    raw = resources.files("mockserver.defaults").joinpath("models.toml").read_bytes()
+    return tuple(ModelEntry.model_validate(row) for row in tomllib.loads(raw.decode())["models"])

@@ -9,6 +9,7 @@ the same model with the same weights, so it says the same thing, only faster).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import random
 import zlib
@@ -251,21 +252,17 @@ def _sentences(rng: random.Random, tokens: int) -> list[str]:
     return pieces
 
 
-_CORPUS: list[str] | None = None
-
-
+@functools.cache
 def _corpus() -> list[str]:
-    global _CORPUS
-    if _CORPUS is None:
-        rng = random.Random(0x5EED)
-        pieces: list[str] = []
-        while len(pieces) < 50_000:
-            words = rng.choices(_SPACED, k=rng.randint(5, 14))
-            pieces.append(" " + words[0][1:].capitalize())
-            pieces.extend(words[1:])
-            pieces.append(".")
-        _CORPUS = pieces
-    return _CORPUS
+    # Built on first use, not at import; callers only slice it (a slice is a copy).
+    rng = random.Random(0x5EED)
+    pieces: list[str] = []
+    while len(pieces) < 50_000:
+        words = rng.choices(_SPACED, k=rng.randint(5, 14))
+        pieces.append(" " + words[0][1:].capitalize())
+        pieces.extend(words[1:])
+        pieces.append(".")
+    return pieces
 
 
 def _cut_at_stop_sequence(pieces: list[str], stops: Sequence[str]) -> tuple[list[str], str | None]:

@@ -6,10 +6,11 @@ never shows a request half old and half new values.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -22,6 +23,7 @@ from mockserver.faults import Fault
 from mockserver.journal import Journal
 from mockserver.limits.store import BucketStore, bucket_store_from_uri
 from mockserver.metrics import Metrics
+from mockserver.organizations import Organization, organization_for
 from mockserver.replies import Planner
 from mockserver.settings import Settings
 from mockserver.state import StateStore, state_store_from_uri
@@ -34,6 +36,16 @@ class Runtime:
     catalog: Catalog
     planner: Planner
     known_betas: frozenset[str] | None  # None: any beta name is accepted
+    _organizations: dict[str, Organization] = field(default_factory=dict, compare=False, repr=False)
+
+    def organization(self, api_key: str) -> Organization:
+        """The organisation of `api_key` under these settings (remembered: settings never change)."""
+        org = self._organizations.get(api_key)
+        if org is None:
+            if len(self._organizations) >= _MAX_REMEMBERED_KEYS:
+                self._organizations.clear()
+            org = self._organizations[api_key] = organization_for(api_key, self.settings)
+        return org
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -130,14 +142,12 @@ class ServerState:
         await self.store.close()
 
 
+_MAX_REMEMBERED_KEYS = 4096
 _PATCHES_KEY = "settings:patches"
 _GENERATION_KEY = "admin:generation"
-_BETAS: frozenset[str] | None = None
 
 
+@functools.cache
 def default_betas() -> frozenset[str]:
-    global _BETAS
-    if _BETAS is None:
-        raw = resources.files("mockserver.defaults").joinpath("betas.toml").read_text()
-        _BETAS = frozenset(tomllib.loads(raw)["known"])
-    return _BETAS
+    raw = resources.files("mockserver.defaults").joinpath("betas.toml").read_text()
+    return frozenset(tomllib.loads(raw)["known"])

@@ -14,7 +14,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from mockserver import batches
-from mockserver.admission import organization_for
 from mockserver.journal import api_key_id
 from mockserver.paging import page
 from mockserver.recording import record_of
@@ -42,7 +41,7 @@ def _caller(request: Request) -> tuple[ServerState, Runtime, Caller, str]:
     state: ServerState = request.app.state.mock
     runtime = state.runtime  # read once: a settings change never shows a request half old, half new
     caller = read_caller(request.headers, known_betas=runtime.known_betas)
-    org = organization_for(caller.api_key, runtime.settings).name
+    org = runtime.organization(caller.api_key).name
     record = record_of(request.scope)
     if record is not None:
         record.api_key_id, record.organization = api_key_id(caller.api_key), org

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from mockserver.admission import Ticket, admit, organization_for, settle
+from mockserver.admission import Ticket, admit, settle
 from mockserver.cache import CacheOutcome
 from mockserver.catalog import model_class
 from mockserver.chaos import FAULT_HEADER, Fired, http_error
@@ -46,7 +46,7 @@ async def create_message(request: Request) -> Response:
     parsed = parse_messages_request(await read_body(request, runtime.settings.max_body_bytes), caller)
     _note_request(record, parsed, runtime.settings.journal.record_bodies)
     body = parsed.body
-    org = organization_for(caller.api_key, runtime.settings)
+    org = runtime.organization(caller.api_key)
     record.organization = org.name
     chosen = route(runtime.catalog, body.model, body.speed, caller.betas, fast_allowed=org.fast_mode)
     record.model, record.speed = chosen.model.id, chosen.speed
@@ -196,7 +196,7 @@ async def count_tokens(request: Request) -> Response:
     runtime = state.runtime
     caller = read_caller(request.headers, known_betas=runtime.known_betas)
     body, raw = parse_count_tokens_request(await read_body(request, runtime.settings.max_body_bytes))
-    org = organization_for(caller.api_key, runtime.settings)
+    org = runtime.organization(caller.api_key)
     route(runtime.catalog, body.model, body.speed, caller.betas, fast_allowed=org.fast_mode)
     tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
     return json_response(request, {"input_tokens": tokens})
