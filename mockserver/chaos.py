@@ -11,13 +11,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from mockserver.errors import APIError, InvalidRequestError, RateLimitError, api_error_for_status
 from mockserver.faults import Fault, Target, fires, matches
 from mockserver.state import StateStore
-from mockserver.validation import describe
+from mockserver.validation import describe, parse_json
 
 FAULT_HEADER = "x-mockserver-fault"
 MAX_OUTAGE_RETRY_AFTER = 60.0
@@ -77,11 +76,12 @@ class FaultBook:
         return None
 
 
-def parse_fault(data: Any) -> Fault:
+def parse_fault(data: Any, *, where: str | None = None) -> Fault:
     try:
         return Fault.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequestError(describe(exc)) from None
+        message = describe(exc)
+        raise InvalidRequestError(f"{where}: {message}" if where else message) from None
 
 
 def http_error(fault: Fault, now: float) -> APIError:
@@ -121,16 +121,8 @@ def _from_header(value: str, known: list[Fault]) -> Fault:
             if fault.name == stripped:
                 return fault.model_copy(update={"count": None, "every": None, "probability": None})
         raise InvalidRequestError(f"{FAULT_HEADER}: no fault named {stripped!r}")
-    try:
-        data = orjson.loads(stripped)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"{FAULT_HEADER}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError(f"{FAULT_HEADER}: expected a JSON object")
-    try:
-        return Fault.model_validate({"name": "request-header", **data})
-    except ValidationError as exc:
-        raise InvalidRequestError(f"{FAULT_HEADER}: {describe(exc)}") from None
+    data = parse_json(stripped, what=f"the {FAULT_HEADER} header")
+    return parse_fault({"name": "request-header", **data}, where=FAULT_HEADER)
 
 
 def _seen_key(name: str) -> str:

@@ -81,15 +81,16 @@ def _api_key(headers: Mapping[str, str]) -> str:
     return key
 
 
-def parse_json(payload: bytes) -> dict[str, Any]:
+def parse_json(payload: bytes | str, *, what: str = "Request body") -> dict[str, Any]:
+    """A JSON object from `payload` (`what` names it in errors: a body, a header...)."""
     if not payload.strip():
-        raise InvalidRequestError("Request body is empty; expected a JSON object")
+        raise InvalidRequestError(f"{what} is empty; expected a JSON object")
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"Request body is not valid JSON: {exc}") from None
+        raise InvalidRequestError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise InvalidRequestError(f"Request body must be a JSON object, got {_json_type(data)}")
+        raise InvalidRequestError(f"{what} must be a JSON object, got {_json_type(data)}")
     return data
 
 
