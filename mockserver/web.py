@@ -78,12 +78,12 @@ class JSONBytes(Response):
 def json_response(
     request: Request, body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """`body` as JSON with request-id, then `headers` (lower-case names; none of request-id,
+    """`body` as JSON with request-id, then `headers` (none of request-id,
     content-type, content-length), then content-length and content-type: Starlette's order."""
     content = orjson.dumps(body)
     raw = [(b"request-id", new_request_id(request).encode())]
     if headers:
-        raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
     raw.append((b"content-length", str(len(content)).encode()))
     raw.append(_JSON_CONTENT_TYPE)
     return JSONBytes(content, status, raw)
@@ -98,12 +98,7 @@ def error_response(request: Request, error: APIError) -> Response:
     if record is not None:
         record.error_type, record.error_message = error.error_type, error.message
         record.rate_limited_by = getattr(error, "limit", None)
-    headers = {"request-id": rid, **error.headers}
+    headers = dict(error.headers)
     if error.status in (408, 409, 429) or error.status >= 500:
         headers.setdefault("x-should-retry", "true")
-    return Response(
-        orjson.dumps(error.body(rid)),
-        status_code=error.status,
-        media_type="application/json",
-        headers=headers,
-    )
+    return json_response(request, error.body(rid), status=error.status, headers=headers)
