@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -85,7 +86,19 @@ WORKER_SETTINGS_ENV = "MOCKSERVER_WORKER_SETTINGS"
 def app_from_environment() -> Starlette:
     """The app of one `--workers` process: its parent passes the final settings as JSON."""
     raw = os.environ.get(WORKER_SETTINGS_ENV)
-    return create_app(Settings.model_validate_json(raw) if raw else Settings())
+    app = create_app(Settings.model_validate_json(raw) if raw else Settings())
+    freeze_startup_heap()
+    return app
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything built at startup (modules, schemas, the app) from garbage collection.
+
+    Only for a process that exists to serve: each full collection otherwise re-walks those
+    hundreds of thousands of long-lived objects, about a tenth of a request's CPU under load.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -15,7 +15,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from mockserver.admin_client import AdminClient, AdminError
-from mockserver.app import WORKER_SETTINGS_ENV, create_app
+from mockserver.app import WORKER_SETTINGS_ENV, create_app, freeze_startup_heap
 from mockserver.errors import ConfigError
 from mockserver.server import bind_socket, url_of, uvicorn_config
 from mockserver.settings import CONFIG_FILE_ENV, Settings, load_settings
@@ -154,7 +154,9 @@ def serve(settings: Settings, *, log_level: str = "info") -> int:
             )
             Multiprocess(config, sockets=[sock]).run()
         else:
-            server = uvicorn.Server(uvicorn_config(create_app(settings), log_level=log_level))
+            app = create_app(settings)
+            freeze_startup_heap()
+            server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
             server.run(sockets=[sock])  # with uvicorn's loop factory: uvloop when installed
     except KeyboardInterrupt:
         pass

@@ -69,7 +69,7 @@ class RecordingMiddleware:
                 record.status = message["status"]
                 record.retry_after, streaming = _read_response_headers(message["headers"])
                 if streaming:
-                    self.state.metrics.open_streams.inc()
+                    self.state.metrics.open_streams += 1
             elif streaming and first_token_at is None and b"content_block_delta" in message.get("body", b""):
                 first_token_at = clock.now()
             await send(message)
@@ -83,7 +83,7 @@ class RecordingMiddleware:
             raise
         finally:
             if streaming:
-                self.state.metrics.open_streams.dec()
+                self.state.metrics.open_streams -= 1
             self._finish(record, clock.now(), first_token_at, streaming)
             await self._keep(record)
 

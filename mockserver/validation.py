@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -40,22 +41,45 @@ class MessagesRequest:
         return self.body.speed
 
 
-def read_caller(headers: Mapping[str, str], *, known_betas: Iterable[str] | None = None) -> Caller:
-    api_key = _api_key(headers)
-    version = headers.get("anthropic-version")
+RawHeaders = Iterable[tuple[bytes, bytes]]
+_CALLER_HEADERS = (b"x-api-key", b"authorization", b"anthropic-version")
+
+
+def read_caller(headers: RawHeaders, *, known_betas: frozenset[str] | None = None) -> Caller:
+    """The caller of a request, from its raw ASGI headers (lower-case names, as servers give them)."""
+    found: dict[bytes, str] = {}
+    betas: list[str] = []  # the header may be repeated, one beta per copy, as well as comma-separated
+    for name, value in headers:
+        if name == b"anthropic-beta":
+            betas.append(value.decode("latin-1"))
+        elif name in _CALLER_HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    return _caller(
+        found.get(b"x-api-key"),
+        found.get(b"authorization"),
+        found.get(b"anthropic-version"),
+        tuple(betas),
+        known_betas,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _caller(
+    x_api_key: str | None,
+    authorization: str | None,
+    version: str | None,
+    beta_values: tuple[str, ...],
+    known_betas: frozenset[str] | None,
+) -> Caller:
+    # Memoised: a test suite sends the same few header sets over and over.
+    api_key = _api_key(x_api_key, authorization)
     if version is None:
         raise InvalidRequestError("anthropic-version: header is required")
     if version not in API_VERSIONS:
         raise InvalidRequestError(
             f"anthropic-version: {version!r} is not a valid version; use one of {', '.join(API_VERSIONS)}"
         )
-    # The header may be repeated, one beta per copy, as well as comma-separated.
-    values = (
-        headers.getlist("anthropic-beta")
-        if hasattr(headers, "getlist")
-        else [headers.get("anthropic-beta", "")]
-    )
-    betas = frozenset(b.strip() for value in values for b in value.split(",") if b.strip())
+    betas = frozenset(b.strip() for value in beta_values for b in value.split(",") if b.strip())
     if known_betas is not None:
         unknown = sorted(betas.difference(known_betas))
         if unknown:
@@ -66,12 +90,11 @@ def read_caller(headers: Mapping[str, str], *, known_betas: Iterable[str] | None
     return Caller(api_key=api_key, api_version=version, betas=betas)
 
 
-def _api_key(headers: Mapping[str, str]) -> str:
+def _api_key(x_api_key: str | None, authorization: str | None) -> str:
     # x-api-key wins when both are sent, as observed on the real API.
-    key = headers.get("x-api-key")
+    key = x_api_key
     if key is None:
-        authorization = headers.get("authorization", "")
-        scheme, _, token = authorization.partition(" ")
+        scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             key = token.strip()
         elif authorization:

@@ -66,7 +66,7 @@ class BucketState:
     updated: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Admission:
     admitted: bool
     levels: dict[str, float]
@@ -93,19 +93,25 @@ def decide(
     because an unwritten bucket keeps refilling exactly as if its refilled level had been stored."""
     # Fast path, the common case: every draw fits. Anything else (a duplicate key, a draw that does
     # not fit now or ever) falls through to the full decision below, which gives the same answer.
+    # `level_at` and `_stamp` are inlined here: this loop runs for every request.
     levels: dict[str, float] = {}
-    stamps: list[float] = []
+    new_states: dict[str, BucketState] = {}
     for d in draws:
-        state = states.get(d.key)
-        level = level_at(state, d.capacity, d.rate, now)
-        if d.cost > level or d.key in levels:
+        key = d.key
+        state = states.get(key)
+        if state is None:
+            level, stamp = d.capacity, now
+        else:
+            updated = state.updated
+            if now > updated:
+                level, stamp = min(d.capacity, state.level + d.rate * (now - updated)), now
+            else:  # level_at's max(0.0, now - updated) is 0: no refill; _stamp keeps `updated`
+                level, stamp = min(d.capacity, state.level), updated
+        if d.cost > level or key in levels:
             break
-        levels[d.key] = level - d.cost
-        stamps.append(_stamp(state, now))
+        levels[key] = left = level - d.cost
+        new_states[key] = BucketState(left, stamp)
     else:
-        new_states = {
-            key: BucketState(level, stamp) for (key, level), stamp in zip(levels.items(), stamps, strict=True)
-        }
         return Admission(True, levels), new_states
     check_unique(draws)
     current = {d.key: level_at(states.get(d.key), d.capacity, d.rate, now) for d in draws}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from mockserver.limits.bucket import Draw, seconds_until_full
+from mockserver.limits.bucket import Draw
 
 Speed = Literal["standard", "fast"]
 
@@ -66,8 +66,8 @@ def draws_for(
 ) -> list[Draw]:
     costs = {REQUESTS: 1, INPUT: input_tokens, OUTPUT: max_tokens}
     return [
-        Draw.known(key, capacity, rate, costs[kind])
-        for kind, key, capacity, rate in _buckets(org, speed, model_class, limits)
+        Draw.known(key, cap, rate, costs[kind])
+        for kind, key, cap, rate in _buckets(org, speed, model_class, limits)
     ]
 
 
@@ -131,7 +131,7 @@ def rate_limit_headers(
 ) -> dict[str, str]:
     """The rate-limit headers of a response (reference §10.2/§10.3). A bucket missing from `levels`
     or `draws` is reported full, at the limit in `limits`."""
-    by_kind = {_parse_key(d.key)[1]: d for d in draws}
+    by_kind = {d.key.rpartition(":")[2]: d for d in draws}
     headers: dict[str, str] = {}
     families: list[tuple[int, int, float]] = []
     fast = speed == "fast"
@@ -141,14 +141,14 @@ def rate_limit_headers(
             limit = limits.limit(speed, kind)
             rate, level = limit / 60.0, float(limit)
         else:
-            limit, rate = draw.capacity, draw.rate
+            limit, rate = int(draw.capacity), draw.rate
             level = levels.get(draw.key, limit)
-        remaining = max(0, min(int(limit), math.floor(level + _REMAINING_EPSILON)))
-        full_at = now + seconds_until_full(level, limit, rate)
-        headers[limit_name_] = str(int(limit))
+        remaining = max(0, min(limit, math.floor(level + _REMAINING_EPSILON)))
+        full_at = now + (limit - level) / rate if level < limit else now  # seconds_until_full, inlined
+        headers[limit_name_] = _decimal(limit)
         headers[remaining_name] = str(remaining)
         headers[reset_name] = rfc3339(full_at)
-        families.append((int(limit), remaining, full_at))
+        families.append((limit, remaining, full_at))
     if fast:
         return headers
     # The combined limit is input + output (reference example); its remaining and reset follow the
@@ -156,10 +156,13 @@ def rate_limit_headers(
     inputs, outputs = families[1], families[2]
     tightest = min((inputs, outputs), key=lambda f: f[1] / f[0])
     total = inputs[0] + outputs[0]
-    headers[_COMBINED[0]] = str(total)
+    headers[_COMBINED[0]] = _decimal(total)
     headers[_COMBINED[1]] = str(math.floor(total * tightest[1] / tightest[0]))
     headers[_COMBINED[2]] = rfc3339(tightest[2])
     return headers
+
+
+_decimal = functools.lru_cache(maxsize=256)(str)  # limits repeat on every response
 
 
 def rfc3339(timestamp: float) -> str:
