@@ -13,9 +13,10 @@ from typing import Literal
 from mockserver.errors import RateLimitError, ServiceUnavailableError, StoreUnavailable
 from mockserver.limits.bucket import Draw
 from mockserver.limits.policy import (
+    Headers,
     draws_for,
     limit_name,
-    rate_limit_headers,
+    rate_limit_header_list,
     rejection_message,
     retry_after_header,
 )
@@ -29,10 +30,14 @@ Speed = Literal["standard", "fast"]
 class Ticket:
     """An admitted request's reservation; `settle` it exactly once."""
 
-    headers: dict[str, str]
+    raw_headers: Headers  # the rate-limit headers of its response, as they go on the wire
     output: Draw | None = None
     reserved_output: int = 0
     settled: bool = field(default=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.raw_headers}
 
 
 async def admit(
@@ -46,19 +51,20 @@ async def admit(
 ) -> Ticket:
     """Charge the request's buckets or raise the 429 the real API would send."""
     if not state.runtime.settings.limits.enabled:
-        return Ticket(headers={})
+        return Ticket(raw_headers=[])
     draws = draws_for(org.name, speed, model_class, org.limits, input_tokens, max_tokens)
     now = state.limiter_now()
     try:
         admission = await state.buckets.acquire(draws, now)
     except StoreUnavailable as exc:
         raise ServiceUnavailableError(f"rate limiter unavailable: {exc}") from None
-    headers = rate_limit_headers(
+    raw_headers = rate_limit_header_list(
         speed, org.limits, admission.levels, draws, state.clock.now() if now is None else now
     )
     if admission.admitted:
         # draws_for puts the output bucket last, charged max_tokens: that is the reservation.
-        return Ticket(headers=headers, output=draws[-1], reserved_output=max_tokens)
+        return Ticket(raw_headers, output=draws[-1], reserved_output=max_tokens)
+    headers = {k.decode(): v.decode() for k, v in raw_headers}
     limiting = admission.limiting or draws[0].key
     draw = next(d for d in draws if d.key == limiting)
     message = rejection_message(limiting, draw.capacity, admission.never_fits, draw.cost)

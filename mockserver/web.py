@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -76,14 +76,20 @@ class JSONBytes(Response):
 
 
 def json_response(
-    request: Request, body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+    request: Request,
+    body: Any,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    raw_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> Response:
-    """`body` as JSON with request-id, then `headers` (none of request-id,
-    content-type, content-length), then content-length and content-type: Starlette's order."""
+    """`body` as JSON with request-id, then `headers` and `raw_headers` (lower-case names; none of
+    request-id, content-type, content-length), then content-length and content-type: Starlette's order."""
     content = orjson.dumps(body)
     raw = [(b"request-id", new_request_id(request).encode())]
     if headers:
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    raw += raw_headers
     raw.append((b"content-length", str(len(content)).encode()))
     raw.append(_JSON_CONTENT_TYPE)
     return JSONBytes(content, status, raw)

@@ -107,11 +107,12 @@ def limit_name(key: str) -> str:
     return ("fast mode " if speed == "fast" else "") + _KIND_NAMES[kind]
 
 
-def _header_names(prefix: str) -> tuple[str, str, str]:
-    return f"{prefix}-limit", f"{prefix}-remaining", f"{prefix}-reset"
+def _header_names(prefix: str) -> tuple[bytes, bytes, bytes]:
+    return f"{prefix}-limit".encode(), f"{prefix}-remaining".encode(), f"{prefix}-reset".encode()
 
 
-# (kind, header names) of each family a response reports, in wire order; built once, not per request.
+# (kind, header names) of each family a response reports, in wire order; built once, not per request,
+# and as bytes, the form they go on the wire in.
 _FAMILIES = {
     "fast": (
         (INPUT, _header_names("anthropic-fast-input-tokens")),
@@ -126,13 +127,23 @@ _FAMILIES = {
 _COMBINED = _header_names("anthropic-ratelimit-tokens")
 
 
+Headers = list[tuple[bytes, bytes]]
+
+
 def rate_limit_headers(
     speed: Speed, limits: LimitTable, levels: Mapping[str, float], draws: Sequence[Draw], now: float
 ) -> dict[str, str]:
-    """The rate-limit headers of a response (reference §10.2/§10.3). A bucket missing from `levels`
-    or `draws` is reported full, at the limit in `limits`."""
+    """The rate-limit headers of a response (reference §10.2/§10.3) as a dict; see below."""
+    return {k.decode(): v.decode() for k, v in rate_limit_header_list(speed, limits, levels, draws, now)}
+
+
+def rate_limit_header_list(
+    speed: Speed, limits: LimitTable, levels: Mapping[str, float], draws: Sequence[Draw], now: float
+) -> Headers:
+    """The rate-limit headers of a response as raw (name, value) pairs, in wire order. A bucket
+    missing from `levels` or `draws` is reported full, at the limit in `limits`."""
     by_kind = {d.key.rpartition(":")[2]: d for d in draws}
-    headers: dict[str, str] = {}
+    headers: Headers = []
     families: list[tuple[int, int, float]] = []
     fast = speed == "fast"
     for kind, (limit_name_, remaining_name, reset_name) in _FAMILIES["fast" if fast else "standard"]:
@@ -145,9 +156,11 @@ def rate_limit_headers(
             level = levels.get(draw.key, limit)
         remaining = max(0, min(limit, math.floor(level + _REMAINING_EPSILON)))
         full_at = now + (limit - level) / rate if level < limit else now  # seconds_until_full, inlined
-        headers[limit_name_] = _decimal(limit)
-        headers[remaining_name] = str(remaining)
-        headers[reset_name] = rfc3339(full_at)
+        headers += (
+            (limit_name_, _decimal(limit)),
+            (remaining_name, b"%d" % remaining),
+            (reset_name, _reset_value(math.ceil(full_at))),
+        )
         families.append((limit, remaining, full_at))
     if fast:
         return headers
@@ -156,13 +169,23 @@ def rate_limit_headers(
     inputs, outputs = families[1], families[2]
     tightest = min((inputs, outputs), key=lambda f: f[1] / f[0])
     total = inputs[0] + outputs[0]
-    headers[_COMBINED[0]] = _decimal(total)
-    headers[_COMBINED[1]] = str(math.floor(total * tightest[1] / tightest[0]))
-    headers[_COMBINED[2]] = rfc3339(tightest[2])
+    headers += (
+        (_COMBINED[0], _decimal(total)),
+        (_COMBINED[1], b"%d" % math.floor(total * tightest[1] / tightest[0])),
+        (_COMBINED[2], _reset_value(math.ceil(tightest[2]))),
+    )
     return headers
 
 
-_decimal = functools.lru_cache(maxsize=256)(str)  # limits repeat on every response
+@functools.lru_cache(maxsize=256)
+def _decimal(number: int) -> bytes:
+    return b"%d" % number  # limits repeat on every response
+
+
+@functools.lru_cache(maxsize=256)
+def _reset_value(second: int) -> bytes:
+    # Rounded up by the caller: the reset time promises the bucket is full by then.
+    return _rfc3339_second(second).encode()
 
 
 def rfc3339(timestamp: float) -> str:

@@ -80,7 +80,7 @@ async def create_message(request: Request) -> Response:
             await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
     finally:
         await settle(state, ticket, reply.usage.output_tokens)
-    return json_response(request, reply.message(mid), headers=ticket.headers)
+    return json_response(request, reply.message(mid), raw_headers=ticket.raw_headers)
 
 
 def _note_request(record: RequestRecord, parsed: MessagesRequest, keep_body: bool) -> None:
