@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Handler = Callable[[Request, Exception], Awaitable[Response]]
@@ -32,26 +32,19 @@ class DirectRoutes:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive, send)
-        started = False
-
-        async def sender(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
             response = await endpoint(request)
-            await response(scope, receive, sender)
         except Exception as exc:
             handler = self._handler_for(exc)
             if handler is None:
                 raise
-            if started:
-                raise RuntimeError("Caught handled exception, but response already started.") from exc
-            await (await handler(request, exc))(scope, receive, sender)
+            await (await handler(request, exc))(scope, receive, send)
             # Reused exception instances would accumulate tracebacks across requests.
             exc.__traceback__ = None
+            return
+        # Outside the try: by the time a response raises it has started (both JSON and event-stream
+        # responses send their start first), so there is nothing left to map to an error reply.
+        await response(scope, receive, send)
 
     def _handler_for(self, exc: Exception) -> Handler | None:
         for cls in type(exc).__mro__:

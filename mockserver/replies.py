@@ -9,6 +9,7 @@ the same model with the same weights, so it says the same thing, only faster).
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import hashlib
 import random
@@ -178,8 +179,9 @@ class Planner:
         else:
             text_pieces = _sentences(rng, rng.randint(*(_PREAMBLE_TOKENS if tool else _TEXT_TOKENS)))
 
+        if text_pieces and (stops := raw.get("stop_sequences")):
+            text_pieces, stop_sequence = _cut_at_stop_sequence(text_pieces, stops)
         if text_pieces:
-            text_pieces, stop_sequence = _cut_at_stop_sequence(text_pieces, raw.get("stop_sequences") or ())
             taken = budget.take(text_pieces)
             if taken:
                 parts.append(TextPart(tuple(taken)))
@@ -241,10 +243,9 @@ class _Budget:
 def _sentences(rng: random.Random, tokens: int) -> list[str]:
     """`tokens` pieces of sentence-shaped text: a seeded window into a fixed corpus (slicing is far
     cheaper than drawing every word, and replies are on the hot path of every request)."""
-    corpus = _corpus()
+    corpus, starts = _corpus()
     start = rng.randrange(len(corpus) - tokens) if tokens < len(corpus) else 0
-    while not corpus[start][1:2].isupper() and start > 0:  # begin at a sentence
-        start -= 1
+    start = starts[bisect.bisect_right(starts, start) - 1]  # back to the sentence it falls in
     pieces = corpus[start : start + tokens]
     while len(pieces) < tokens:
         pieces += corpus[: tokens - len(pieces)]
@@ -254,16 +255,20 @@ def _sentences(rng: random.Random, tokens: int) -> list[str]:
 
 
 @functools.cache
-def _corpus() -> list[str]:
-    # Built on first use, not at import; callers only slice it (a slice is a copy).
+def _corpus() -> tuple[list[str], list[int]]:
+    """The pieces, and the index of each piece that begins a sentence (0 among them).
+
+    Built on first use, not at import; callers only slice it (a slice is a copy)."""
     rng = random.Random(0x5EED)
     pieces: list[str] = []
+    starts: list[int] = []
     while len(pieces) < 50_000:
         words = rng.choices(_SPACED, k=rng.randint(5, 14))
+        starts.append(len(pieces))
         pieces.append(" " + words[0][1:].capitalize())
         pieces.extend(words[1:])
         pieces.append(".")
-    return pieces
+    return pieces, starts
 
 
 def _cut_at_stop_sequence(pieces: list[str], stops: Sequence[str]) -> tuple[list[str], str | None]:

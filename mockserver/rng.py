@@ -30,6 +30,11 @@ class SeededRandom(random.Random):
             bits += 64
         return out >> (bits - k)
 
+    def _randbelow(self, n: int) -> int:
+        # What randrange, randint and choice draw through. Modulo bias is below n / 2**64: nothing
+        # here draws from ranges anywhere near that wide. (The stdlib's rejection loop is 3 calls.)
+        return self.getrandbits(64) % n if n <= 1 << 32 else super()._randbelow(n)
+
     def random(self) -> float:
         return self.getrandbits(53) * (1.0 / (1 << 53))
 

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from mockserver.errors import APIError, RequestTooLargeError
 from mockserver.ids import request_id
@@ -19,6 +20,15 @@ def new_request_id(request: Request) -> str:
     if rid is None:
         rid = request.scope["mockserver.request_id"] = request_id()
     return rid
+
+
+def raw_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower-case), read straight from the ASGI scope: cheaper
+    than building Starlette's `Headers` for one lookup."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 async def read_body(request: Request, limit: int) -> bytes:

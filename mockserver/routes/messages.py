@@ -31,9 +31,10 @@ from mockserver.validation import (
     parse_messages_request,
     read_caller,
 )
-from mockserver.web import json_response, new_request_id, read_body
+from mockserver.web import json_response, new_request_id, raw_header, read_body
 
 SSE_HEADERS = {"cache-control": "no-cache"}
+_FAULT_HEADER = FAULT_HEADER.encode()
 
 
 async def create_message(request: Request) -> Response:
@@ -68,7 +69,8 @@ async def create_message(request: Request) -> Response:
     ticket = await admit(
         state, org, chosen.speed, klass, input_tokens=limited_input, max_tokens=body.max_tokens
     )
-    await state.cache.commit(cached, now=state.clock.now(), message_id=mid)
+    if cached.writes:
+        await state.cache.commit(cached, now=state.clock.now(), message_id=mid)
     reply = await _plan(state, parsed, chosen, uncached, cached)
     record.usage = reply.usage.to_json()
     record.cost_usd = cost_usd(record.usage, chosen.model, runtime.settings.pricing)
@@ -106,6 +108,8 @@ async def _plan(
             ephemeral_5m_input_tokens=cached.created_5m,
             ephemeral_1h_input_tokens=cached.created_1h,
         )
+    if parsed.body.diagnostics is None:
+        return reply
     diagnostics = await _diagnose(state, parsed, cached)
     return reply if diagnostics is None else replace(reply, diagnostics=diagnostics)
 
@@ -147,10 +151,10 @@ async def _choose_fault(
     state: ServerState, request: Request, model: str, speed: str, org: str, stream: bool
 ) -> Fired | None:
     settings = state.runtime.settings
-    header = request.headers.get(FAULT_HEADER) if settings.chaos.header_faults else None
-    faults = [*settings.faults, *state.created_faults]
-    if not faults and header is None:
+    header = raw_header(request.scope, _FAULT_HEADER) if settings.chaos.header_faults else None
+    if header is None and not settings.faults and not state.created_faults:
         return None
+    faults = [*settings.faults, *state.created_faults]
     target = Target(path=request.url.path, model=model, speed=speed, organization=org, stream=stream)
     return await state.faults.choose(target, faults, header, seed=settings.seed, now=state.clock.now())
 

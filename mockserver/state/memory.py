@@ -33,11 +33,17 @@ class MemoryStateStore:
         return sorted(k for k in list(self._values) if k.startswith(prefix) and self._live(k) is not None)
 
     async def incr(self, key: str, amount: int = 1) -> int:
+        return self._incr(key, amount)
+
+    def _incr(self, key: str, amount: int) -> int:
         value = int(self._live(key) or 0) + amount
         self._values[key] = (value, None)
         return value
 
     async def append(self, key: str, value: Any, *, max_len: int) -> int:
+        return self._append(key, value, max_len)
+
+    def _append(self, key: str, value: Any, max_len: int) -> int:
         # Appended values are owned by the store from here on (callers pass fresh rows), so no copy:
         # the journal appends on every request. Reads still copy.
         items = self._lists.setdefault(key, [])
@@ -48,10 +54,11 @@ class MemoryStateStore:
         return dropped
 
     async def record(self, appends: Sequence[tuple[str, Any, int]], counters: Sequence[str] = ()) -> None:
+        # Called for every request: plain calls, not one awaited coroutine per list and counter.
         for key, value, max_len in appends:
-            await self.append(key, value, max_len=max_len)
+            self._append(key, value, max_len)
         for key in counters:
-            await self.incr(key)
+            self._incr(key, 1)
 
     async def items(self, key: str) -> list[Any]:
         return copy.deepcopy(self._lists.get(key, []))
@@ -74,4 +81,8 @@ class MemoryStateStore:
         if expires is not None and expires <= self._clock.now():
             del self._values[key]
             return None
-        return copy.deepcopy(value)
+        # Immutable values need no copy (the settings generation is read on every request).
+        return value if type(value) in _ATOMIC else copy.deepcopy(value)
+
+
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
