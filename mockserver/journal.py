@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from mockserver.settings import JournalSettings
@@ -25,9 +25,13 @@ def api_key_id(api_key: str) -> str:
     return "key_" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
-@dataclass
+@dataclass(init=False)
 class RequestRecord:
-    """Filled in as a request travels through the server, then appended to the journal once."""
+    """Filled in as a request travels through the server, then appended to the journal once.
+
+    Made for every API request, so `__init__` sets only what it is given: the other fields read
+    their class-level defaults until a handler sets them.
+    """
 
     request_id: str
     method: str
@@ -56,19 +60,20 @@ class RequestRecord:
     cost_usd: float | None = None
     body: Any = None
 
+    def __init__(self, request_id: str, method: str, path: str, started_at: float) -> None:
+        self.request_id, self.method, self.path, self.started_at = request_id, method, path, started_at
+        self.betas = []
+
     def to_json(self) -> dict[str, Any]:
         # Shallow on purpose: asdict's deep copy was a tenth of a request's cost, and the record is
-        # finished (nothing mutates it) by the time it is rendered.
-        # A plain dataclass keeps its fields in __dict__, in declaration order: copying that is
-        # several times cheaper than a getattr per field. The length check guards against any
-        # attribute set on a record that is not a field.
-        data = self.__dict__.copy()
-        if len(data) == len(_FIELD_NAMES):
-            return data
-        return {name: getattr(self, name) for name in _FIELD_NAMES}
+        # finished (nothing mutates it) by the time it is rendered. The defaults come first so the
+        # keys keep declaration order; what was set overrides them.
+        return {**_DEFAULTS, **self.__dict__}
 
 
-_FIELD_NAMES = tuple(f.name for f in fields(RequestRecord))
+_DEFAULTS: dict[str, Any] = {
+    f.name: None if f.default is MISSING else f.default for f in fields(RequestRecord) if f.init
+}
 
 
 class Journal:
