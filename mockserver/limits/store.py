@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from mockserver.clock import Clock
 from mockserver.errors import ConfigError
 from mockserver.errors import StoreUnavailable as StoreUnavailable  # re-exported: part of this API
 from mockserver.limits.bucket import Admission, Draw
+from mockserver.redis_client import redact as redact  # re-exported: it lives with the client that names URLs
 
 SUPPORTED_SCHEMES = ("memory://", "redis://host:port/db", "rediss://host:port/db", "unix:///path/redis.sock")
 
@@ -62,16 +63,3 @@ def bucket_store_from_uri(
     raise InvalidStoreURI(
         f"unsupported rate-limit store URI {redact(uri)!r}; supported: {', '.join(SUPPORTED_SCHEMES)}"
     )
-
-
-def redact(uri: str) -> str:
-    """The URI with any password replaced, for error messages and logs."""
-    try:
-        parts = urlsplit(uri)
-        if parts.password is None:
-            return uri
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-    except ValueError:
-        return "<unparseable URI>"

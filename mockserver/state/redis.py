@@ -1,4 +1,4 @@
-"""State shared by every worker and replica through one Redis (the driver is imported lazily)."""
+"""State shared by every worker and replica through one Redis, via `mockserver.redis_client`."""
 
 from __future__ import annotations
 
@@ -7,92 +7,90 @@ from typing import Any
 
 import orjson
 
-from mockserver.errors import StoreUnavailable
+from mockserver.errors import ConfigError
+from mockserver.redis_client import Arg, RedisClient, Script, redact
+
+SCAN_COUNT = 500
 
 
 class RedisStateStore:
     def __init__(self, url: str, *, key_prefix: str = "mockserver:") -> None:
-        import redis.asyncio as aioredis
-
-        self._url = url
+        try:
+            self._redis = RedisClient(url, timeout=2.0, name="state store")
+        except ValueError as exc:
+            raise ConfigError(f"invalid Redis URL {redact(url)!r}: {exc}") from exc
         self._prefix = key_prefix + "state:"
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        # One EVALSHA per request instead of a five-command pipeline: redis-py spends far more CPU
-        # packing and parsing a pipeline than Redis spends running the script.
-        self._record = self._redis.register_script(_RECORD_SCRIPT)
 
     async def get(self, key: str) -> Any | None:
-        raw = await self._call(self._redis.get, self._prefix + key)
+        raw = await self._redis.execute("GET", self._prefix + key)
         return None if raw is None else orjson.loads(raw)
 
     async def get_many(self, keys: list[str]) -> list[Any | None]:
         if not keys:
             return []
-        raws = await self._call(self._redis.mget, [self._prefix + k for k in keys])
+        raws = await self._redis.execute("MGET", *[self._prefix + k for k in keys])
         return [None if raw is None else orjson.loads(raw) for raw in raws]
 
     async def put(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        px = None if ttl is None else max(1, int(ttl * 1000))
-        await self._call(self._redis.set, self._prefix + key, orjson.dumps(value), px=px)
+        expiry: tuple[Arg, ...] = () if ttl is None else ("PX", max(1, int(ttl * 1000)))
+        await self._redis.execute("SET", self._prefix + key, orjson.dumps(value), *expiry)
 
     async def delete(self, key: str) -> bool:
-        return bool(await self._call(self._redis.delete, self._prefix + key))
+        return bool(await self._redis.execute("DEL", self._prefix + key))
 
     async def keys(self, prefix: str) -> list[str]:
         found: list[str] = []
-        cursor = 0
-        while True:
-            cursor, batch = await self._call(
-                self._redis.scan, cursor, match=self._prefix + prefix + "*", count=500
+        cursor = b"0"
+        while True:  # SCAN visits every key once and ends on cursor 0
+            cursor, batch = await self._redis.execute(
+                "SCAN", cursor, "MATCH", self._prefix + prefix + "*", "COUNT", SCAN_COUNT
             )
             found.extend(k.decode()[len(self._prefix) :] for k in batch)
-            if cursor == 0:
+            if cursor == b"0":
                 return sorted(found)
 
     async def incr(self, key: str, amount: int = 1) -> int:
-        return int(await self._call(self._redis.incrby, self._prefix + key, amount))
+        return int(await self._redis.execute("INCRBY", self._prefix + key, amount))
 
     async def append(self, key: str, value: Any, *, max_len: int) -> int:
-        name = self._prefix + key
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(name, orjson.dumps(value))
-            pipe.ltrim(name, -max_len, -1)
-            length, _ = await self._call(pipe.execute)
+        # A script, not MULTI/EXEC: the connection is shared, so another coroutine's command could land
+        # inside the transaction.
+        length = await self._redis.evalsha(_APPEND, [self._prefix + key], [orjson.dumps(value), max_len])
         return max(0, int(length) - max_len)
 
     async def record(self, appends: Sequence[tuple[str, Any, int]], counters: Sequence[str] = ()) -> None:
         keys = [self._prefix + key for key, _, _ in appends] + [self._prefix + key for key in counters]
-        args: list[Any] = [len(appends)]
+        args: list[Arg] = [len(appends)]
         for _, value, max_len in appends:
             args += [orjson.dumps(value), max_len]
-        await self._call(self._record, keys=keys, args=args)
+        await self._redis.evalsha(_RECORD, keys, args)
 
     async def items(self, key: str) -> list[Any]:
-        return [orjson.loads(raw) for raw in await self._call(self._redis.lrange, self._prefix + key, 0, -1)]
+        return [orjson.loads(raw) for raw in await self._redis.execute("LRANGE", self._prefix + key, 0, -1)]
 
     async def clear(self) -> None:
-        for key in await self.keys(""):
-            await self._call(self._redis.delete, self._prefix + key)
+        names = [self._prefix + key for key in await self.keys("")]
+        for start in range(0, len(names), SCAN_COUNT):
+            await self._redis.execute("DEL", *names[start : start + SCAN_COUNT])
 
     async def ping(self) -> None:
-        await self._call(self._redis.ping)
+        await self._redis.execute("PING")
 
     async def close(self) -> None:
-        await self._redis.aclose()
-
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
-        try:
-            return await method(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"the state store at {self._url} is unreachable: {exc}") from exc
+        await self._redis.close()
 
 
-# KEYS: the lists appended to, then the counters to increment. ARGV: the number of lists, then a
-# (value, max_len) pair per list. Same effect as RPUSH + LTRIM per list and INCR per counter.
-_RECORD_SCRIPT = """
+# KEYS: the list. ARGV: the value, max_len. Returns the length after RPUSH, before LTRIM.
+_APPEND = Script("""
+local length = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+return length
+""")
+
+# One EVALSHA per request instead of a five-command pipeline. KEYS: the lists appended to, then the
+# counters to increment. ARGV: the number of lists, then a (value, max_len) pair per list. Same
+# effect as RPUSH + LTRIM per list and INCR per counter.
+_RECORD = Script("""
 local lists = tonumber(ARGV[1])
 for i = 1, lists do
   redis.call('RPUSH', KEYS[i], ARGV[2 * i])
@@ -102,4 +100,4 @@ for i = lists + 1, #KEYS do
   redis.call('INCR', KEYS[i])
 end
 return lists
-"""
+""")

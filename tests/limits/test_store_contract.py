@@ -141,13 +141,12 @@ def test_duplicate_keys_are_rejected(make_store, runner: asyncio.Runner):
 
 
 async def _exists(store: RedisBucketStore, key: str) -> int:
-    client, _ = store._connection()
-    return await client.exists(store.key_prefix + "limits:" + key)
+    return await store._redis.execute("EXISTS", store.key_prefix + "limits:" + key)
 
 
 async def _raw_bucket(store: RedisBucketStore, key: str) -> dict[bytes, bytes]:
-    client, _ = store._connection()
-    return await client.hgetall(store.key_prefix + "limits:" + key)
+    flat = await store._redis.execute("HGETALL", store.key_prefix + "limits:" + key)
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 @pytest.mark.redis
@@ -233,8 +232,7 @@ def test_buckets_expire_a_margin_after_they_would_be_full(redis_url: str, runner
     store = RedisBucketStore(redis_url, key_prefix=unique_key_prefix(), expiry_margin=60.0)
 
     async def pttl() -> int:
-        client, _ = store._connection()
-        return await client.pttl(store.key_prefix + "limits:k")
+        return await store._redis.execute("PTTL", store.key_prefix + "limits:k")
 
     try:
         runner.run(store.acquire([draw(30)], now=T0))  # 30 s from full
