@@ -20,17 +20,24 @@ DEBT_LIMIT_FACTOR = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Draw:
-    """`cost` tokens wanted from bucket `key`; `rate` defaults to refilling `capacity` per minute."""
+    """`cost` tokens wanted from bucket `key`; `rate` defaults to refilling `capacity` per minute.
+
+    `refund` (at most `cost`) is given back at once if the draw is admitted: a request whose output
+    is already known is admitted on its `max_tokens` estimate but charged what it produced, in one
+    step that leaves the bucket exactly where charging and then `adjust`ing it at the same instant would.
+    """
 
     key: str
     capacity: float
     cost: float
     rate: float = field(default=math.nan)
+    refund: float = 0.0
 
     def __post_init__(self) -> None:
         # Plain floats everywhere, so levels compare and serialise alike whatever callers pass in.
         object.__setattr__(self, "capacity", float(self.capacity))
         object.__setattr__(self, "cost", float(self.cost))
+        object.__setattr__(self, "refund", float(self.refund))
         # NaN marks "not given": it is a float (so `rate` stays typed `float`) and never valid.
         rate = self.capacity / 60.0 if math.isnan(self.rate) else float(self.rate)
         object.__setattr__(self, "rate", rate)
@@ -40,24 +47,33 @@ class Draw:
             raise ValueError(f"bucket {self.key!r}: rate must be positive, got {self.rate!r}")
         if not (math.isfinite(self.cost) and self.cost >= 0):
             raise ValueError(f"bucket {self.key!r}: cost must be non-negative, got {self.cost!r}")
+        _check_refund(self.key, self.cost, self.refund)
 
     @classmethod
     def per_minute(cls, key: str, limit: float, cost: float) -> Draw:
         return cls(key=key, capacity=float(limit), cost=float(cost), rate=limit / 60.0)
 
     @classmethod
-    def known(cls, key: str, capacity: float, rate: float, cost: float) -> Draw:
+    def known(cls, key: str, capacity: float, rate: float, cost: float, refund: float = 0.0) -> Draw:
         """A draw on a bucket whose capacity and rate came from an already checked Draw: only the
         cost is checked, because `__post_init__`'s checks were a measurable part of every request."""
-        cost = float(cost)
+        cost, refund = float(cost), float(refund)
         if not (math.isfinite(cost) and cost >= 0):
             raise ValueError(f"bucket {key!r}: cost must be non-negative, got {cost!r}")
+        if refund:
+            _check_refund(key, cost, refund)
         draw = object.__new__(cls)
         object.__setattr__(draw, "key", key)
         object.__setattr__(draw, "capacity", capacity)
         object.__setattr__(draw, "cost", cost)
         object.__setattr__(draw, "rate", rate)
+        object.__setattr__(draw, "refund", refund)
         return draw
+
+
+def _check_refund(key: str, cost: float, refund: float) -> None:
+    if not (math.isfinite(refund) and 0 <= refund <= cost):
+        raise ValueError(f"bucket {key!r}: refund must be between 0 and the cost {cost!r}, got {refund!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +125,10 @@ def decide(
                 level, stamp = min(d.capacity, state.level), updated
         if d.cost > level or key in levels:
             break
-        levels[key] = left = level - d.cost
+        left = level - d.cost
+        if d.refund:
+            left = clamp_level(left + d.refund, d.capacity)
+        levels[key] = left
         new_states[key] = BucketState(left, stamp)
     else:
         return Admission(True, levels), new_states
@@ -121,7 +140,7 @@ def decide(
         return Admission(False, current, math.inf, never[0].key, True), {}
 
     if all(d.cost <= current[d.key] for d in draws):
-        levels = {d.key: current[d.key] - d.cost for d in draws}
+        levels = {d.key: clamp_level(current[d.key] - d.cost + d.refund, d.capacity) for d in draws}
         new_states = {d.key: BucketState(levels[d.key], _stamp(states.get(d.key), now)) for d in draws}
         return Admission(True, levels), new_states
 

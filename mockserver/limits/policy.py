@@ -62,13 +62,25 @@ def bucket_key(org: str, model_class: str, speed: Speed, kind: str) -> str:
 
 
 def draws_for(
-    org: str, speed: Speed, model_class: str, limits: LimitTable, input_tokens: int, max_tokens: int
+    org: str,
+    speed: Speed,
+    model_class: str,
+    limits: LimitTable,
+    input_tokens: int,
+    max_tokens: int,
+    output_tokens: int | None = None,
 ) -> list[Draw]:
+    """The draws of one request, output last. Output is admitted on `max_tokens`; when the reply's
+    `output_tokens` are already known, the unused part is refunded in the same step."""
     costs = {REQUESTS: 1, INPUT: input_tokens, OUTPUT: max_tokens}
-    return [
+    draws = [
         Draw.known(key, cap, rate, costs[kind])
         for kind, key, cap, rate in _buckets(org, speed, model_class, limits)
     ]
+    if output_tokens is not None and output_tokens < max_tokens:
+        last = draws[-1]
+        draws[-1] = Draw.known(last.key, last.capacity, last.rate, max_tokens, max_tokens - output_tokens)
+    return draws
 
 
 def output_draw(org: str, speed: Speed, model_class: str, limits: LimitTable, max_tokens: int = 0) -> Draw:

@@ -4,8 +4,8 @@
 -- KEYS: one hash {level, updated} per bucket.
 -- ARGV: op ('acquire' | 'peek' | 'adjust'), now (epoch seconds, or '' for the server's TIME),
 --       expiry margin in seconds, then per key: capacity, rate, amount (cost for acquire, delta for
---       adjust, ignored by peek). Numbers travel as strings both ways: a Lua number returned to
---       Redis is truncated to an integer.
+--       adjust, ignored by peek), refund (given back at once when acquire admits; see bucket.Draw).
+--       Numbers travel as strings both ways: a Lua number returned to Redis is truncated to an integer.
 -- Reply: {admitted 0|1, retry_after, limiting 1-based index or 0, never_fits 0|1, level per key}.
 
 local op = ARGV[1]
@@ -22,7 +22,7 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 
-local cap, rate, amount, old_level, old_updated, current = {}, {}, {}, {}, {}, {}
+local cap, rate, amount, refund, old_level, old_updated, current = {}, {}, {}, {}, {}, {}, {}
 
 local function level_at(i, t)
   if old_level[i] == nil then
@@ -51,10 +51,11 @@ local function reply(admitted, wait, limiting, never, levels)
 end
 
 for i = 1, n do
-  local base = 3 + (i - 1) * 3
+  local base = 3 + (i - 1) * 4
   cap[i] = tonumber(ARGV[base + 1])
   rate[i] = tonumber(ARGV[base + 2])
   amount[i] = tonumber(ARGV[base + 3])
+  refund[i] = tonumber(ARGV[base + 4])
   local h = redis.call('HMGET', KEYS[i], 'level', 'updated')
   local l, u = tonumber(h[1]), tonumber(h[2])
   if l ~= nil and u ~= nil then
@@ -96,6 +97,9 @@ if fits then
   local levels = {}
   for i = 1, n do
     levels[i] = current[i] - amount[i]
+    if refund[i] > 0 then
+      levels[i] = math.max(-cap[i], math.min(cap[i], levels[i] + refund[i]))
+    end
     store(i, levels[i])
   end
   return reply(1, 0, 0, 0, levels)

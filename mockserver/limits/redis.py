@@ -48,7 +48,7 @@ class RedisBucketStore:
         check_unique(draws)
         if not draws:
             return Admission(True, {})
-        reply = await self._run("acquire", draws, [d.cost for d in draws], now)
+        reply = await self._run("acquire", draws, [(d.cost, d.refund) for d in draws], now)
         admitted, retry_after, limiting, never_fits, levels = reply
         return Admission(
             admitted=admitted,
@@ -62,14 +62,14 @@ class RedisBucketStore:
         self, key: str, capacity: float, rate: float, delta: float, now: float | None = None
     ) -> float:
         draw = Draw(key, capacity, 0.0, rate)
-        *_, levels = await self._run("adjust", [draw], [delta], now)
+        *_, levels = await self._run("adjust", [draw], [(delta, 0.0)], now)
         return levels[key]
 
     async def levels(self, draws: Sequence[Draw], now: float | None = None) -> dict[str, float]:
         check_unique(draws)
         if not draws:
             return {}
-        *_, levels = await self._run("peek", draws, [0.0] * len(draws), now)
+        *_, levels = await self._run("peek", draws, [(0.0, 0.0)] * len(draws), now)
         return levels
 
     async def reset(self) -> None:
@@ -93,13 +93,18 @@ class RedisBucketStore:
         return f"{self.key_prefix}limits:"
 
     async def _run(
-        self, op: str, draws: Sequence[Draw], amounts: Sequence[float], now: float | None
+        self, op: str, draws: Sequence[Draw], amounts: Sequence[tuple[float, float]], now: float | None
     ) -> tuple[bool, float, int, bool, dict[str, float]]:
         if now is None and not self._use_server_time:
             now = self._clock.now()
         args: list[str] = [op, "" if now is None else repr(float(now)), repr(float(self._expiry_margin))]
-        for draw, amount in zip(draws, amounts, strict=True):
-            args += [repr(float(draw.capacity)), repr(float(draw.rate)), repr(float(amount))]
+        for draw, (amount, refund) in zip(draws, amounts, strict=True):
+            args += [
+                repr(float(draw.capacity)),
+                repr(float(draw.rate)),
+                repr(float(amount)),
+                repr(float(refund)),
+            ]
         keys = [self._bucket_prefix() + d.key for d in draws]
         reply = await self._redis.evalsha(_script(), keys, args)
         admitted, retry_after, limiting, never_fits, *levels = reply

@@ -65,23 +65,31 @@ async def create_message(request: Request) -> Response:
     uncached = input_tokens - cached.read_tokens - cached.created_tokens
     # Cache reads do not count towards input-token limits; cache writes do (reference §10.1).
     limited_input = uncached + cached.created_tokens
-    klass = model_class(chosen.model)
+    reply = await _plan(state, parsed, chosen, uncached, cached)
+    # A reply that is sent whole and at once is charged its real output on admission; a stream or a
+    # paced reply reserves max_tokens while it is being generated and settles at the end.
+    instant = not body.stream and not runtime.settings.timing.pace_non_streaming
     ticket = await admit(
-        state, org, chosen.speed, klass, input_tokens=limited_input, max_tokens=body.max_tokens
+        state,
+        org,
+        chosen.speed,
+        model_class(chosen.model),
+        input_tokens=limited_input,
+        max_tokens=body.max_tokens,
+        output_tokens=reply.usage.output_tokens if instant else None,
     )
     if cached.writes:
         await state.cache.commit(cached, now=state.clock.now(), message_id=mid)
-    reply = await _plan(state, parsed, chosen, uncached, cached)
     record.usage = reply.usage.to_json()
     record.cost_usd = cost_usd(record.usage, chosen.model, runtime.settings.pricing)
     if body.stream:
         stream_fault = fired.fault if fired is not None and fired.fault.kind in STREAM_KINDS else None
         return _streamed(request, state, record, reply, mid, chosen, ticket, stream_fault)
-    try:
-        if runtime.settings.timing.pace_non_streaming:
+    if not instant:
+        try:
             await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
-    finally:
-        await settle(state, ticket, reply.usage.output_tokens)
+        finally:
+            await settle(state, ticket, reply.usage.output_tokens)
     return json_response(request, reply.message(mid), raw_headers=ticket.raw_headers)
 
 

@@ -68,6 +68,27 @@ def test_adjust_refund_is_capped_and_charges_may_go_into_debt(make_store, runner
     assert runner.run(store.adjust("fresh", 60.0, 1.0, -10.0, now=T0)) == 50.0
 
 
+def test_refund_equals_charging_then_adjusting_at_once(make_store, runner: asyncio.Runner):
+    store = make_store()
+    for key in ("folded", "stepwise"):
+        runner.run(store.acquire([draw(25, key=key)], now=T0))  # part-way down, refilling
+    admitted = runner.run(store.acquire([Draw("folded", 60.0, 30.0, 1.0, refund=12.0)], now=T0 + 3))
+    runner.run(store.acquire([draw(30, key="stepwise")], now=T0 + 3))
+    level = runner.run(store.adjust("stepwise", 60.0, 1.0, 12.0, now=T0 + 3))
+    assert admitted.admitted and admitted.levels == {"folded": level} == {"folded": 20.0}
+    later = runner.run(store.levels([draw(0, key="folded"), draw(0, key="stepwise")], now=T0 + 5))
+    assert later == {"folded": 22.0, "stepwise": 22.0}
+    # Admission still needs the whole cost, not just what stays charged.
+    assert not runner.run(store.acquire([Draw("folded", 60.0, 50.0, 1.0, refund=45.0)], now=T0 + 5)).admitted
+
+
+def test_refund_is_bounded_by_the_cost():
+    with pytest.raises(ValueError, match="refund"):
+        Draw("k", 60.0, 10.0, 1.0, refund=11.0)
+    with pytest.raises(ValueError, match="refund"):
+        Draw.known("k", 60.0, 1.0, 10.0, refund=-1.0)
+
+
 def test_multi_key_rejection_leaves_every_bucket_unchanged(make_store, runner: asyncio.Runner):
     store = make_store()
     runner.run(store.acquire([draw(55, key="low")], now=T0))
@@ -255,6 +276,8 @@ def test_store_survives_a_new_event_loop(redis_url: str):
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("acquire"), st.floats(0, 20), st.lists(st.floats(0, 1.3), min_size=2, max_size=2)),
+        # (cost fraction, refund as a fraction of that cost): a request charged what it produced
+        st.tuples(st.just("acquire_refund"), st.floats(0, 20), st.tuples(st.floats(0, 1.3), st.floats(0, 1))),
         st.tuples(st.just("adjust"), st.floats(0, 20), st.floats(-1.5, 1.5)),
         st.tuples(st.just("levels"), st.floats(0, 20), st.just(0.0)),
     ),
@@ -278,6 +301,12 @@ def test_redis_answers_bit_for_bit_like_memory(redis_url: str, ops, start, capac
                 now += dt
                 if op == "acquire":
                     draws = [Draw(k, c, f * c, r) for (k, c, r), f in zip(specs, arg, strict=True)]
+                    assert await redis.acquire(draws, now) == await memory.acquire(draws, now)
+                elif op == "acquire_refund":
+                    (key, capacity, rate), (fraction, back) = specs[1], arg
+                    draws = [
+                        Draw(key, capacity, fraction * capacity, rate, refund=back * fraction * capacity)
+                    ]
                     assert await redis.acquire(draws, now) == await memory.acquire(draws, now)
                 elif op == "adjust":
                     key, capacity, rate = specs[1]
