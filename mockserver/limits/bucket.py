@@ -76,13 +76,15 @@ def _check_refund(key: str, cost: float, refund: float) -> None:
         raise ValueError(f"bucket {key!r}: refund must be between 0 and the cost {cost!r}, got {refund!r}")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like Admission below: built for every request, and a frozen __init__ costs 4x.
+# Treat them as immutable.
+@dataclass(slots=True)
 class BucketState:
     level: float
     updated: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admission:
     admitted: bool
     levels: dict[str, float]
