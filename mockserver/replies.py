@@ -168,7 +168,7 @@ class Planner:
             pieces = budget.take(_sentences(rng, min(rng.randint(*_THINKING_TOKENS), cap)))
             digest = hashlib.sha256(("".join(pieces) + str(self.seed)).encode()).digest()
             signature = "Eo" + base64.b64encode(digest * 3).decode()
-            parts.append(ThinkingPart(tuple(pieces), signature, thinking.get("display") != "omitted"))
+            parts.append(ThinkingPart(pieces, signature, thinking.get("display") != "omitted"))
 
         canned = self.canned.match(raw.get("messages", ()), model)
         tool = _tool_to_call(raw, canned)
@@ -186,7 +186,7 @@ class Planner:
         if text_pieces:
             taken = budget.take(text_pieces)
             if taken:
-                parts.append(TextPart(tuple(taken)))
+                parts.append(TextPart(taken))
         if stop_sequence is not None:
             stop_reason, tool = "stop_sequence", None
         if tool is not None and budget.left:
@@ -194,9 +194,7 @@ class Planner:
             tool_input = fixed_input if fixed_input is not None else fake_value(schema, rng)
             pieces = split_tokens(orjson.dumps(tool_input).decode())
             if budget.fits(pieces):
-                parts.append(
-                    ToolUsePart(seeded_tool_use_id(rng), name, tool_input, tuple(budget.take(pieces)))
-                )
+                parts.append(ToolUsePart(seeded_tool_use_id(rng), name, tool_input, budget.take(pieces)))
                 stop_reason = "tool_use"
             else:
                 budget.exhaust()
@@ -230,8 +228,8 @@ class _Budget:
     def fits(self, pieces: Sequence[str]) -> bool:
         return len(pieces) <= self.left
 
-    def take(self, pieces: Sequence[str]) -> list[str]:
-        taken = list(pieces[: self.left])
+    def take(self, pieces: Sequence[str]) -> tuple[str, ...]:
+        taken = tuple(pieces[: self.left])
         if len(taken) < len(pieces):
             self.truncated = True
         self.left -= len(taken)

@@ -30,6 +30,12 @@ class SeededRandom(random.Random):
             bits += 64
         return out >> (bits - k)
 
+    def randint(self, a: int, b: int) -> int:
+        # The stdlib's randint goes through randrange's argument checks and _randbelow: 4 calls.
+        if b < a:
+            raise ValueError(f"empty range for randint({a}, {b})")
+        return a + self._randbelow(b - a + 1)
+
     def _randbelow(self, n: int) -> int:
         # What randrange, randint and choice draw through. Modulo bias is below n / 2**64: nothing
         # here draws from ranges anywhere near that wide. (The stdlib's rejection loop is 3 calls.)
