@@ -63,12 +63,18 @@ class Draw:
         if refund:
             _check_refund(key, cost, refund)
         draw = object.__new__(cls)
-        object.__setattr__(draw, "key", key)
-        object.__setattr__(draw, "capacity", capacity)
-        object.__setattr__(draw, "cost", cost)
-        object.__setattr__(draw, "rate", rate)
-        object.__setattr__(draw, "refund", refund)
+        # Slot descriptors set fields without the frozen __setattr__ (and cost half of object.__setattr__).
+        _set_key(draw, key)
+        _set_capacity(draw, capacity)
+        _set_cost(draw, cost)
+        _set_rate(draw, rate)
+        _set_refund(draw, refund)
         return draw
+
+
+_set_key, _set_capacity, _set_cost, _set_rate, _set_refund = (
+    getattr(Draw, name).__set__ for name in ("key", "capacity", "cost", "rate", "refund")
+)
 
 
 def _check_refund(key: str, cost: float, refund: float) -> None:

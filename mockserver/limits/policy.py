@@ -72,15 +72,12 @@ def draws_for(
 ) -> list[Draw]:
     """The draws of one request, output last. Output is admitted on `max_tokens`; when the reply's
     `output_tokens` are already known, the unused part is refunded in the same step."""
+    refund = 0 if output_tokens is None or output_tokens >= max_tokens else max_tokens - output_tokens
     costs = {REQUESTS: 1, INPUT: input_tokens, OUTPUT: max_tokens}
-    draws = [
-        Draw.known(key, cap, rate, costs[kind])
+    return [
+        Draw.known(key, cap, rate, costs[kind], refund if kind == OUTPUT else 0)
         for kind, key, cap, rate in _buckets(org, speed, model_class, limits)
     ]
-    if output_tokens is not None and output_tokens < max_tokens:
-        last = draws[-1]
-        draws[-1] = Draw.known(last.key, last.capacity, last.rate, max_tokens, max_tokens - output_tokens)
-    return draws
 
 
 def output_draw(org: str, speed: Speed, model_class: str, limits: LimitTable, max_tokens: int = 0) -> Draw:
@@ -90,13 +87,30 @@ def output_draw(org: str, speed: Speed, model_class: str, limits: LimitTable, ma
     return Draw.known(key, capacity, rate, max_tokens)
 
 
-@functools.lru_cache(maxsize=4096)
-def _buckets(
-    org: str, speed: Speed, model_class: str, limits: LimitTable
-) -> tuple[tuple[str, str, float, float], ...]:
+Buckets = tuple[tuple[str, str, float, float], ...]
+
+
+def _buckets(org: str, speed: Speed, model_class: str, limits: LimitTable) -> Buckets:
     """(kind, key, capacity, rate) of each bucket a request draws from, output last. Memoised (and
     checked once, by building a Draw): every request needs them, and a few organisations send
-    nearly all requests."""
+    nearly all requests. Keyed by the identity of `limits`, checked on use: hashing the table
+    (a frozen dataclass) cost more than the lookup it served."""
+    cached = _BUCKETS.get((org, speed, model_class, id(limits)))
+    if cached is not None and cached[0] is limits:
+        return cached[1]
+    if len(_BUCKETS) >= 4096:
+        _BUCKETS.clear()
+    buckets = _BUCKETS[(org, speed, model_class, id(limits))] = (
+        limits,
+        _resolve(org, speed, model_class, limits),
+    )
+    return buckets[1]
+
+
+_BUCKETS: dict[tuple[str, str, str, int], tuple[LimitTable, Buckets]] = {}
+
+
+def _resolve(org: str, speed: Speed, model_class: str, limits: LimitTable) -> Buckets:
     kinds = (INPUT, OUTPUT) if speed == "fast" else (REQUESTS, INPUT, OUTPUT)
     draws = [
         Draw.per_minute(bucket_key(org, model_class, speed, k), limits.limit(speed, k), 0) for k in kinds
@@ -166,7 +180,8 @@ def rate_limit_header_list(
         else:
             limit, rate = int(draw.capacity), draw.rate
             level = levels.get(draw.key, limit)
-        remaining = max(0, min(limit, math.floor(level + _REMAINING_EPSILON)))
+        # int() is floor for the positive levels it sees; a level never exceeds its limit.
+        remaining = int(level + _REMAINING_EPSILON) if level > 0 else 0
         full_at = now + (limit - level) / rate if level < limit else now  # seconds_until_full, inlined
         headers += (
             (limit_name_, _decimal(limit)),
@@ -179,7 +194,7 @@ def rate_limit_header_list(
     # The combined limit is input + output (reference example); its remaining and reset follow the
     # more restrictive of the two, scaled to the combined limit so a full pair reads limit/limit.
     inputs, outputs = families[1], families[2]
-    tightest = min((inputs, outputs), key=lambda f: f[1] / f[0])
+    tightest = inputs if inputs[1] / inputs[0] <= outputs[1] / outputs[0] else outputs
     total = inputs[0] + outputs[0]
     headers += (
         (_COMBINED[0], _decimal(total)),
