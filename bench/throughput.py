@@ -1,14 +1,16 @@
 """Non-streaming throughput of mockserver against a bare Starlette endpoint, in the same run.
 
-    python bench/throughput.py [--seconds 8] [--connections 32]
+    python bench/throughput.py [--seconds 5] [--rounds 3] [--connections 32]
 
-Starts, one after the other, on loopback: a bare Starlette + uvicorn app that returns a fixed Message
-JSON, mockserver with the memory store, and mockserver with a Redis store (a private redis-server),
-each in its own process with one worker. Every server gets the same request mix (fast and standard,
-small prompts and ~10k-token prompts) from `wrk` in another process (a Python load generator is used
-when wrk is missing). mockserver runs with its full hot path: validation, tokenizer, limiter (limits
-high enough never to reject), prompt-cache lookup, journal and metrics; only the modelled generation
-time is turned off. Prints requests/s, p50/p99 latency, and the ratio mockserver / bare.
+Starts on loopback a bare Starlette + uvicorn app that returns a fixed Message JSON, mockserver with
+the memory store, and mockserver with a Redis store (a private redis-server), each in its own process
+with one worker, then loads them in turn, round after round, and reports each server's median round:
+on a shared 2-vCPU machine one run of a server can be 20% off the next. Every server gets the same
+request mix (fast and standard, small prompts and ~10k-token prompts) from `wrk` in another process (a
+Python load generator is used when wrk is missing). mockserver runs with its full hot path:
+validation, tokenizer, limiter (limits high enough never to reject), prompt-cache lookup, journal and
+metrics; only the modelled generation time is turned off. Prints requests/s, p50/p99 latency, and
+the ratio mockserver / bare.
 """
 
 from __future__ import annotations
@@ -187,35 +189,52 @@ def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.P
         command,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        # Not a pipe: nobody reads it during a run, and a server blocked on a full pipe stops answering.
+        stderr=subprocess.DEVNULL,
         text=True,
     )
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def warm_up(url: str) -> None:
+    wait_until_up(url + "/v1/messages")
+    for body in bodies() * 25:
+        httpx.post(url + "/v1/messages", json=body, headers=HEADERS).raise_for_status()
+
+
+def load(url: str, args: argparse.Namespace, script: Path | None) -> dict[str, float]:
+    if script is not None:
+        return run_wrk(url, args.seconds, args.connections, script)
+    return run_python_load(url, args.seconds, args.connections)
+
+
 def measure(
     name: str, process: subprocess.Popen[str], url: str, args: argparse.Namespace, script: Path | None
-) -> dict:
+) -> dict[str, float]:
+    """One server, one run, then stop it (bench/limits.py measures this way)."""
     try:
-        wait_until_up(url + "/v1/messages")
-        warm = bodies()[0]
-        for _ in range(50):
-            httpx.post(url + "/v1/messages", json=warm, headers=HEADERS)
-        if script is not None:
-            result = run_wrk(url, args.seconds, args.connections, script)
-        else:
-            result = run_python_load(url, args.seconds, args.connections)
+        warm_up(url)
+        result = load(url, args, script)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
     print(
         f"  {name:<22} {result['rps']:>9.0f} req/s   "
         f"p50 {result['p50_ms']:>6.2f} ms   p99 {result['p99_ms']:>7.2f} ms"
     )
     return result
+
+
+def median_round(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """The round with the median requests/s (its own p50/p99 come with it)."""
+    return sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2]
 
 
 def mockserver_env(storage: str) -> dict[str, str]:
@@ -233,53 +252,47 @@ def mockserver_env(storage: str) -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=5, help="per round and server")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, private_redis() as redis_url:
         directory = Path(tmp)
         script = wrk_script(directory) if shutil.which("wrk") else None
         print(
             f"load generator: {'wrk, 1 thread' if script else 'python (wrk not found)'}, {args.connections} "
-            f"connections, {args.seconds} s per server, "
-            "request mix: fast/standard x 5-token/~10k-token prompts"
+            f"connections; {args.rounds} interleaved rounds of {args.seconds} s per server, median round "
+            "shown; request mix: fast/standard x 5-token/~10k-token prompts"
         )
         (directory / "bare_app.py").write_text(BARE_APP)
-        results = {}
-        port = free_port()
-        bare = start(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bare_app:app",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--app-dir",
-                tmp,
-                "--no-access-log",
-            ]
-        )
-        results["bare"] = measure("bare starlette", bare, f"http://127.0.0.1:{port}", args, script)
-
-        port = free_port()
-        server = start(
-            [sys.executable, "-m", "mockserver", "serve", "--port", str(port), "--log-level", "warning"],
-            mockserver_env("memory://"),
-        )
-        results["memory"] = measure("mockserver memory://", server, f"http://127.0.0.1:{port}", args, script)
-
-        with private_redis() as redis_url:
-            port = free_port()
-            server = start(
-                [sys.executable, "-m", "mockserver", "serve", "--port", str(port), "--log-level", "warning"],
-                mockserver_env(redis_url),
-            )
-            results["redis"] = measure(
-                "mockserver redis://", server, f"http://127.0.0.1:{port}", args, script
-            )
+        uvicorn_bare = [sys.executable, "-m", "uvicorn", "bare_app:app", "--log-level", "warning"]
+        uvicorn_bare += ["--app-dir", tmp, "--no-access-log"]
+        mockserver = [sys.executable, "-m", "mockserver", "serve", "--log-level", "warning"]
+        servers: dict[str, tuple[subprocess.Popen[str], str]] = {}
+        try:
+            for name, command, env in (
+                ("bare", uvicorn_bare, None),
+                ("memory", mockserver, mockserver_env("memory://")),
+                ("redis", mockserver, mockserver_env(redis_url)),
+            ):
+                port = free_port()
+                servers[name] = (start([*command, "--port", str(port)], env), f"http://127.0.0.1:{port}")
+            for _, url in servers.values():
+                warm_up(url)
+            # Rounds take turns, so a slow spell of a shared machine hurts every server alike.
+            rounds: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+            for number in range(1, args.rounds + 1):
+                for name, (_, url) in servers.items():
+                    result = load(url, args, script)
+                    rounds[name].append(result)
+                    print(
+                        f"  round {number}  {name:<7} {result['rps']:>9.0f} req/s   "
+                        f"p50 {result['p50_ms']:>6.2f} ms   p99 {result['p99_ms']:>7.2f} ms"
+                    )
+        finally:
+            for process, _ in servers.values():
+                stop(process)
+        results = {name: median_round(found) for name, found in rounds.items()}
 
     print()
     print("| server | requests/s | p50 ms | p99 ms | ratio to bare | target |")

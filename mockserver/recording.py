@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mockserver import journal, usage
@@ -20,6 +21,7 @@ access_log = logging.getLogger("mockserver.access")
 log = logging.getLogger("mockserver")
 
 RECORD = "mockserver.record"
+CLIENT_CLOSED_REQUEST = 499
 REQUEST_ID = "mockserver.request_id"
 TRANSPORT = "mockserver.transport"
 
@@ -78,6 +80,10 @@ class RecordingMiddleware:
             await self.app(scope, receive, tracking_send)
         except ConnectionDropped:
             record.status = record.status or 0  # 0: aborted on purpose before any response
+        except ClientDisconnect:
+            # The client hung up mid-request (a load generator stopping, a cancelled call): nobody is
+            # left to answer, and it is not a server error. 499 is nginx's "client closed request".
+            record.status = record.status or CLIENT_CLOSED_REQUEST
         except BaseException:
             record.status = record.status or 500
             raise

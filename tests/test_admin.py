@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 
 import anthropic
 import httpx
@@ -211,3 +213,19 @@ def test_bad_journal_filters_are_a_400(running):
         with pytest.raises(AdminError) as caught:
             admin.requests(**filters)
         assert caught.value.status == 400
+
+
+def test_a_client_that_hangs_up_mid_body_is_journalled_not_an_error(running):
+    server, admin, _ = running
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        "POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: sk-gone\r\nanthropic-version: 2023-06-01\r\n"
+        "content-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(head.encode() + b'{"model": "claude-opus-4-7", ')  # then hang up, 970 bytes short
+    deadline = time.monotonic() + 5
+    while not (rows := admin.requests(status=499)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [row["path"] for row in rows] == ["/v1/messages"]
+    assert server.state.server_errors == []  # not a 500, no traceback
