@@ -6,7 +6,9 @@ never shows a request half old and half new values.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 import tomllib
 import uuid
 from collections.abc import Mapping
@@ -85,6 +87,11 @@ class ServerState:
         self.server_errors: list[BaseException] = []  # unexpected exceptions, for embedding tests
         self.created_faults: list[Fault] = []  # faults added through the admin API
         self._generation: str | None = None  # of the admin changes that `runtime` reflects
+        # With a shared store the generation is re-read at most this often (one Redis round trip
+        # saved on most requests); admin writes wait as long before answering, so a change is seen
+        # by every worker once its response is back. Memory reads are free: every request looks.
+        self.sync_interval = 0.0 if storage.startswith("memory:") else _SHARED_SYNC_INTERVAL
+        self._fresh_until = 0.0  # time.monotonic() up to which the last read is trusted
 
     def limiter_now(self) -> float | None:
         # In production the Redis store reads the Redis server's clock so replicas agree;
@@ -93,7 +100,7 @@ class ServerState:
 
     async def patch_settings(self, patch: Mapping[str, Any]) -> Settings:
         """Validate a partial update against the current settings and publish it to every worker."""
-        await self.sync()
+        await self.sync(force=True)
         settings = self.runtime.settings.with_layer(patch, "admin API")  # raises ConfigError, changes nothing
         await self.store.put(_PATCHES_KEY, [*(await self.store.get(_PATCHES_KEY) or []), dict(patch)])
         self.runtime = Runtime.from_settings(settings)
@@ -101,6 +108,7 @@ class ServerState:
         return settings
 
     async def add_fault(self, fault: Fault) -> None:
+        await self.sync(force=True)
         await self.faults.add(fault, list(self.runtime.settings.faults))
         self.created_faults = await self.faults.created()
         await self._publish()
@@ -111,11 +119,16 @@ class ServerState:
         await self._publish()
         return deleted
 
-    async def sync(self) -> None:
+    async def sync(self, *, force: bool = False) -> None:
         """Pick up what another worker changed (settings patches, faults, a reset) since we last looked.
 
-        One read per request: a generation token that every admin change replaces.
+        One read per request (or per `sync_interval`): a generation token that every admin change replaces.
         """
+        if self.sync_interval:
+            now = time.monotonic()
+            if now < self._fresh_until and not force:
+                return
+            self._fresh_until = now + self.sync_interval
         generation = await self.store.get(_GENERATION_KEY)
         if generation == self._generation:
             return
@@ -136,6 +149,9 @@ class ServerState:
     async def _publish(self) -> None:
         self._generation = uuid.uuid4().hex
         await self.store.put(_GENERATION_KEY, self._generation)
+        if self.sync_interval:
+            # Real time, whatever clock the server runs on: it bounds other workers' real caching.
+            await asyncio.sleep(self.sync_interval)
 
     async def close(self) -> None:
         await self.buckets.close()
@@ -143,6 +159,7 @@ class ServerState:
 
 
 _MAX_REMEMBERED_KEYS = 4096
+_SHARED_SYNC_INTERVAL = 0.002
 _PATCHES_KEY = "settings:patches"
 _GENERATION_KEY = "admin:generation"
 

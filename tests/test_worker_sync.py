@@ -1,0 +1,65 @@
+"""Workers sharing one Redis pick up each other's admin changes: read-your-writes across workers,
+even though a worker re-reads the shared generation at most every `sync_interval`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mockserver.runtime import Runtime, ServerState
+from tests.conftest import make_settings
+from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
+
+redis_server = redis_server_fixture(scope="module")
+pytestmark = pytest.mark.redis
+
+
+def worker(url: str, prefix: str) -> ServerState:
+    return ServerState(Runtime.from_settings(make_settings(storage=url, key_prefix=prefix)))
+
+
+def test_a_patch_is_seen_by_another_worker_that_synced_just_before(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        prefix = unique_key_prefix()
+        a, b = worker(redis_server.url, prefix), worker(redis_server.url, prefix)
+        try:
+            assert b.sync_interval > 0  # a shared store: generation reads are rationed
+            await b.sync()  # b now trusts what it read for sync_interval
+            await a.patch_settings({"seed": 42})  # answers only once every worker's trust has run out
+            await b.sync()
+            assert b.runtime.settings.seed == 42
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(go())
+
+
+def test_within_the_interval_a_worker_does_not_read_again(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        state = worker(redis_server.url, unique_key_prefix())
+        reads = 0
+        real_get = state.store.get
+
+        async def counting_get(key: str) -> object:
+            nonlocal reads
+            reads += 1
+            return await real_get(key)
+
+        state.store.get = counting_get  # type: ignore[method-assign]
+        try:
+            state.sync_interval = 60.0  # long enough that timing cannot make this test flaky
+            await state.sync()
+            await state.sync()
+            assert reads == 1
+            await state.sync(force=True)
+            assert reads == 2
+        finally:
+            await state.close()
+
+    asyncio.run(go())
+
+
+def test_memory_storage_reads_every_time() -> None:
+    assert worker("memory://", "mockserver:").sync_interval == 0.0
