@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from mockserver.errors import ConfigError
+from mockserver.errors import ConfigError, StoreUnavailable
 from mockserver.redis_client import Arg, RedisClient, Script, redact
 
 SCAN_COUNT = 500
+log = logging.getLogger("mockserver")
 
 
 class RedisStateStore:
@@ -20,14 +23,19 @@ class RedisStateStore:
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {redact(url)!r}: {exc}") from exc
         self._prefix = key_prefix + "state:"
+        # `record`s waiting to be written, as (list keys, (value, max_len) args, counter keys)
+        self._queued: list[tuple[list[str], list[Arg], list[str]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def get(self, key: str) -> Any | None:
+        await self._written()
         raw = await self._redis.execute("GET", self._prefix + key)
         return None if raw is None else orjson.loads(raw)
 
     async def get_many(self, keys: list[str]) -> list[Any | None]:
         if not keys:
             return []
+        await self._written()
         raws = await self._redis.execute("MGET", *[self._prefix + k for k in keys])
         return [None if raw is None else orjson.loads(raw) for raw in raws]
 
@@ -36,9 +44,11 @@ class RedisStateStore:
         await self._redis.execute("SET", self._prefix + key, orjson.dumps(value), *expiry)
 
     async def delete(self, key: str) -> bool:
+        await self._written()
         return bool(await self._redis.execute("DEL", self._prefix + key))
 
     async def keys(self, prefix: str) -> list[str]:
+        await self._written()
         found: list[str] = []
         cursor = b"0"
         while True:  # SCAN visits every key once and ends on cursor 0
@@ -59,13 +69,37 @@ class RedisStateStore:
         return max(0, int(length) - max_len)
 
     async def record(self, appends: Sequence[tuple[str, Any, int]], counters: Sequence[str] = ()) -> None:
-        keys = [self._prefix + key for key, _, _ in appends] + [self._prefix + key for key in counters]
-        args: list[Arg] = [len(appends)]
+        """Queued, then written together with every other request's that finished in the same pass of
+        the event loop: one EVALSHA for all, and no request waits for its own. This store's reads
+        wait for queued writes first, so a worker always reads what it recorded."""
+        args: list[Arg] = []
         for _, value, max_len in appends:
             args += [orjson.dumps(value), max_len]
-        await self._redis.evalsha(_RECORD, keys, args)
+        lists = [self._prefix + key for key, _, _ in appends]
+        self._queued.append((lists, args, [self._prefix + key for key in counters]))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            lists = [key for keys, _, _ in batch for key in keys]
+            args: list[Arg] = [len(lists)]
+            for _, pairs, _ in batch:
+                args += pairs
+            counters = [key for _, _, keys in batch for key in keys]
+            try:
+                await self._redis.evalsha(_RECORD, lists + counters, args)
+            except StoreUnavailable as exc:
+                log.warning("%d journal and ledger rows not kept: %s", len(lists), exc)
+
+    async def _written(self) -> None:
+        writer = self._writer
+        if writer is not None and not writer.done() and writer.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(writer)
 
     async def items(self, key: str) -> list[Any]:
+        await self._written()
         return [orjson.loads(raw) for raw in await self._redis.execute("LRANGE", self._prefix + key, 0, -1)]
 
     async def clear(self) -> None:
@@ -77,6 +111,7 @@ class RedisStateStore:
         await self._redis.execute("PING")
 
     async def close(self) -> None:
+        await self._written()
         await self._redis.close()
 
 
@@ -87,9 +122,9 @@ redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 return length
 """)
 
-# One EVALSHA per request instead of a five-command pipeline. KEYS: the lists appended to, then the
-# counters to increment. ARGV: the number of lists, then a (value, max_len) pair per list. Same
-# effect as RPUSH + LTRIM per list and INCR per counter.
+# One EVALSHA per batch of finished requests. KEYS: the lists appended to (once per value, so a key
+# may repeat), then the counters to increment. ARGV: the number of lists, then a (value, max_len)
+# pair per list. Same effect as RPUSH + LTRIM per list and INCR per counter.
 _RECORD = Script("""
 local lists = tonumber(ARGV[1])
 for i = 1, lists do

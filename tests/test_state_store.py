@@ -1,0 +1,74 @@
+"""The Redis state store's write-behind journal: batched writes, read-your-writes, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mockserver.errors import StoreUnavailable
+from mockserver.state.redis import RedisStateStore
+from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
+
+redis_server = redis_server_fixture(scope="module")
+pytestmark = pytest.mark.redis
+
+
+def test_records_of_one_loop_pass_go_in_one_write_and_are_read_back(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        store = RedisStateStore(redis_server.url, key_prefix=unique_key_prefix())
+        writes = 0
+        real = store._redis.evalsha
+
+        async def counting(*args: object, **kwargs: object) -> object:
+            nonlocal writes
+            writes += 1
+            return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+        store._redis.evalsha = counting  # type: ignore[method-assign]
+        try:
+            # Fifty requests finishing in the same pass of the event loop.
+            for n in range(50):
+                await store.record([("journal", {"n": n}, 30), ("ledger", [n], 1000)], ["appended"])
+            assert writes == 0  # queued, no request waited for Redis
+            rows = await store.items("journal")  # a read waits for what was queued before it
+            assert [row["n"] for row in rows] == list(range(20, 50))  # bounded at 30, oldest dropped
+            assert len(await store.items("ledger")) == 50
+            assert await store.get("appended") == 50
+            assert writes == 1
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_close_writes_what_is_queued(redis_server: RedisServer) -> None:
+    prefix = unique_key_prefix()
+
+    async def record_then_close() -> None:
+        store = RedisStateStore(redis_server.url, key_prefix=prefix)
+        await store.record([("journal", {"kept": True}, 10)])
+        await store.close()
+
+    async def read() -> list[object]:
+        store = RedisStateStore(redis_server.url, key_prefix=prefix)
+        try:
+            return await store.items("journal")
+        finally:
+            await store.close()
+
+    asyncio.run(record_then_close())
+    assert asyncio.run(read()) == [{"kept": True}]
+
+
+def test_an_outage_is_logged_not_raised_into_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> None:
+        store = RedisStateStore("redis://127.0.0.1:1/0")  # nothing listens on port 1
+        await store.record([("journal", {"n": 1}, 10)])  # the request is not held up or failed
+        with pytest.raises(StoreUnavailable):
+            await store.items("journal")
+        await store.close()
+
+    with caplog.at_level("WARNING", logger="mockserver"):
+        asyncio.run(go())
+    assert "1 journal and ledger rows not kept" in caplog.text
