@@ -25,6 +25,8 @@ class RedisStateStore:
         self._prefix = key_prefix + "state:"
         # `record`s waiting to be written, as (list keys, (value, max_len) args, counter keys)
         self._queued: list[tuple[list[str], list[Arg], list[str]]] = []
+        self._queued_written: asyncio.Future[None] | None = None  # done once `_queued` is written
+        self._batch_written: asyncio.Future[None] | None = None  # done once the batch in flight is
         self._writer: asyncio.Task[None] | None = None
 
     async def get(self, key: str) -> Any | None:
@@ -76,13 +78,17 @@ class RedisStateStore:
         for _, value, max_len in appends:
             args += [orjson.dumps(value), max_len]
         lists = [self._prefix + key for key, _, _ in appends]
+        loop = asyncio.get_running_loop()
         self._queued.append((lists, args, [self._prefix + key for key in counters]))
+        if self._queued_written is None or self._queued_written.get_loop() is not loop:
+            self._queued_written = loop.create_future()  # (a store outliving its loop starts afresh)
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
+            self._writer = loop.create_task(self._write_queued())
 
     async def _write_queued(self) -> None:
         while self._queued:
             batch, self._queued = self._queued, []
+            self._batch_written, self._queued_written = self._queued_written, None
             lists = [key for keys, _, _ in batch for key in keys]
             args: list[Arg] = [len(lists)]
             for _, pairs, _ in batch:
@@ -92,11 +98,17 @@ class RedisStateStore:
                 await self._redis.evalsha(_RECORD, lists + counters, args)
             except StoreUnavailable as exc:
                 log.warning("%d journal and ledger rows not kept: %s", len(lists), exc)
+            finally:
+                if self._batch_written is not None and not self._batch_written.done():
+                    self._batch_written.set_result(None)
+                self._batch_written = None
 
     async def _written(self) -> None:
-        writer = self._writer
-        if writer is not None and not writer.done() and writer.get_loop() is asyncio.get_running_loop():
-            await asyncio.shield(writer)
+        """Wait until what was recorded before this call is in Redis (not what is recorded later:
+        under load the writer never idles)."""
+        pending = self._queued_written or self._batch_written
+        if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(pending)
 
     async def items(self, key: str) -> list[Any]:
         await self._written()
