@@ -32,7 +32,7 @@ def raw_header(scope: Scope, name: bytes) -> str | None:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+    declared = raw_header(request.scope, b"content-length")
     if declared is not None and declared.isdigit():
         if int(declared) > limit:
             raise _too_large(limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ class MemoryStateStore:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._values: dict[str, tuple[Any, float | None]] = {}
-        self._lists: dict[str, list[Any]] = {}
+        self._lists: dict[str, deque[Any]] = {}
 
     async def get(self, key: str) -> Any | None:
         return self._live(key)
@@ -46,11 +47,13 @@ class MemoryStateStore:
     def _append(self, key: str, value: Any, max_len: int) -> int:
         # Appended values are owned by the store from here on (callers pass fresh rows), so no copy:
         # the journal appends on every request. Reads still copy.
-        items = self._lists.setdefault(key, [])
+        # A bounded deque drops its oldest item in O(1); a full 1,000-row journal list shifted every
+        # row on every request.
+        items = self._lists.get(key)
+        dropped = max(0, (0 if items is None else len(items)) + 1 - max_len)
+        if items is None or items.maxlen != max_len:  # new, or its bound was changed (settings)
+            items = self._lists[key] = deque(items or (), maxlen=max_len)
         items.append(value)
-        dropped = max(0, len(items) - max_len)
-        if dropped:
-            del items[:dropped]
         return dropped
 
     async def record(self, appends: Sequence[tuple[str, Any, int]], counters: Sequence[str] = ()) -> None:
@@ -61,7 +64,7 @@ class MemoryStateStore:
             self._incr(key, 1)
 
     async def items(self, key: str) -> list[Any]:
-        return copy.deepcopy(self._lists.get(key, []))
+        return copy.deepcopy(list(self._lists.get(key, ())))
 
     async def clear(self) -> None:
         self._values.clear()

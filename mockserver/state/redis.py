@@ -98,6 +98,8 @@ class RedisStateStore:
                 await self._redis.evalsha(_RECORD, lists + counters, args)
             except StoreUnavailable as exc:
                 log.warning("%d journal and ledger rows not kept: %s", len(lists), exc)
+            except Exception:  # nobody awaits this task: say what was lost rather than go quiet
+                log.exception("%d journal and ledger rows not kept", len(lists))
             finally:
                 if self._batch_written is not None and not self._batch_written.done():
                     self._batch_written.set_result(None)
