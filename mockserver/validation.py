@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from mockserver import jsonload
 from mockserver.errors import AuthenticationError, InvalidRequestError
 from mockserver.schema import TAG, CountTokensBody, MessagesBody
 from mockserver.settings import ModelEntry
@@ -110,7 +111,7 @@ def parse_json(payload: bytes | str, *, what: str = "Request body") -> dict[str,
     if not payload.strip():
         raise InvalidRequestError(f"{what} is empty; expected a JSON object")
     try:
-        data = orjson.loads(payload)
+        data = jsonload.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
