@@ -48,11 +48,16 @@ class PromptCache:
     def __init__(self, store: StateStore) -> None:
         self._store = store
 
+    @staticmethod
+    def applies(raw: Mapping[str, Any]) -> bool:
+        """Does this request read or write the cache, or ask for a diagnosis? Most do not."""
+        return has_breakpoints(raw) or bool(raw.get("diagnostics"))
+
     async def lookup(
         self, raw: Mapping[str, Any], *, org: str, model: str, speed: str, now: float, min_tokens: int
     ) -> CacheOutcome:
         """What this request would read and write; nothing is written until `commit`."""
-        if not has_breakpoints(raw) and not raw.get("diagnostics"):
+        if not self.applies(raw):
             return CacheOutcome()  # the common case, kept cheap: no digests of a large prompt
         points = [p for p in breakpoints(raw) if p.tokens >= min_tokens]
         outcome = CacheOutcome(fingerprint=fingerprint(raw, model, speed, points))

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from mockserver.admission import Ticket, admit, settle
-from mockserver.cache import CacheOutcome
+from mockserver.cache import CacheOutcome, PromptCache
 from mockserver.catalog import model_class
 from mockserver.chaos import FAULT_HEADER, Fired, http_error
 from mockserver.errors import InvalidRequestError
@@ -19,7 +19,7 @@ from mockserver.ids import message_id
 from mockserver.journal import RequestRecord, api_key_id
 from mockserver.pricing import cost_usd
 from mockserver.recording import drop_connection, record_of
-from mockserver.replies import Reply
+from mockserver.replies import Planner, Reply
 from mockserver.runtime import ServerState
 from mockserver.streaming import generation_seconds, stream_reply
 from mockserver.tokens import count_input
@@ -35,6 +35,7 @@ from mockserver.web import json_response, new_request_id, raw_header, read_body
 
 SSE_HEADERS = {"cache-control": "no-cache"}
 _FAULT_HEADER = FAULT_HEADER.encode()
+_NO_CACHE = CacheOutcome()  # what a request without cache breakpoints reads and writes (never changed)
 
 
 async def create_message(request: Request) -> Response:
@@ -55,17 +56,28 @@ async def create_message(request: Request) -> Response:
     input_tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
     check_model_limits(chosen.model, body.max_tokens, input_tokens, body.model)
     check_tool_choice(parsed)
-    fired = await _choose_fault(state, request, chosen.model.id, chosen.speed, org.name, bool(body.stream))
+    settings = runtime.settings
+    header = raw_header(request.scope, _FAULT_HEADER) if settings.chaos.header_faults else None
+    fired = None
+    if header is not None or settings.faults or state.created_faults:  # most requests have none
+        fired = await _choose_fault(state, request, header, chosen, org.name, bool(body.stream))
     if fired is not None:
         record.fault = fired.fault.name
         chosen = await _apply_http_fault(state, request, fired, chosen)
         record.speed = chosen.speed
     mid = message_id()
-    cached = await _look_up_cache(state, parsed, org.name, chosen.model.id, chosen.speed)
-    uncached = input_tokens - cached.read_tokens - cached.created_tokens
+    cached = _NO_CACHE
+    if settings.cache.enabled and PromptCache.applies(raw):
+        cached = await _look_up_cache(state, parsed, org.name, chosen.model.id, chosen.speed)
+    created = cached.created_tokens
+    uncached = input_tokens - cached.read_tokens - created
     # Cache reads do not count towards input-token limits; cache writes do (reference §10.1).
-    limited_input = uncached + cached.created_tokens
-    reply = await _plan(state, parsed, chosen, uncached, cached)
+    limited_input = uncached + created
+    reply = _plan(runtime.planner, parsed, chosen, uncached, cached)
+    if parsed.body.diagnostics is not None:
+        diagnostics = await _diagnose(state, parsed, cached)
+        if diagnostics is not None:
+            reply = replace(reply, diagnostics=diagnostics)
     # A reply that is sent whole and at once is charged its real output on admission; a stream or a
     # paced reply reserves max_tokens while it is being generated and settles at the end.
     instant = not body.stream and not runtime.settings.timing.pace_non_streaming
@@ -102,12 +114,10 @@ def _note_request(record: RequestRecord, parsed: MessagesRequest, keep_body: boo
         record.body = parsed.raw
 
 
-async def _plan(
-    state: ServerState, parsed: MessagesRequest, chosen: Route, uncached: int, cached: CacheOutcome
+def _plan(
+    planner: Planner, parsed: MessagesRequest, chosen: Route, uncached: int, cached: CacheOutcome
 ) -> Reply:
-    reply = state.runtime.planner.plan(
-        parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=uncached
-    )
+    reply = planner.plan(parsed.raw, model=chosen.model.id, speed=chosen.speed, input_tokens=uncached)
     if cached.read_tokens or cached.created_tokens:
         # Skipped on a miss, the common case: the planner's usage already has zero cache fields.
         reply = reply.with_usage(
@@ -116,10 +126,7 @@ async def _plan(
             ephemeral_5m_input_tokens=cached.created_5m,
             ephemeral_1h_input_tokens=cached.created_1h,
         )
-    if parsed.body.diagnostics is None:
-        return reply
-    diagnostics = await _diagnose(state, parsed, cached)
-    return reply if diagnostics is None else replace(reply, diagnostics=diagnostics)
+    return reply
 
 
 def _streamed(
@@ -156,14 +163,13 @@ def _streamed(
 
 
 async def _choose_fault(
-    state: ServerState, request: Request, model: str, speed: str, org: str, stream: bool
+    state: ServerState, request: Request, header: str | None, chosen: Route, org: str, stream: bool
 ) -> Fired | None:
     settings = state.runtime.settings
-    header = raw_header(request.scope, _FAULT_HEADER) if settings.chaos.header_faults else None
-    if header is None and not settings.faults and not state.created_faults:
-        return None
     faults = [*settings.faults, *state.created_faults]
-    target = Target(path=request.url.path, model=model, speed=speed, organization=org, stream=stream)
+    target = Target(
+        path=request.url.path, model=chosen.model.id, speed=chosen.speed, organization=org, stream=stream
+    )
     return await state.faults.choose(target, faults, header, seed=settings.seed, now=state.clock.now())
 
 
@@ -187,8 +193,6 @@ async def _look_up_cache(
     state: ServerState, parsed: MessagesRequest, org: str, model: str, speed: str
 ) -> CacheOutcome:
     settings = state.runtime.settings.cache
-    if not settings.enabled:
-        return CacheOutcome()
     return await state.cache.lookup(
         parsed.raw, org=org, model=model, speed=speed, now=state.clock.now(), min_tokens=settings.min_tokens
     )
