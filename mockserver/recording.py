@@ -47,10 +47,11 @@ class RecordingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        try:
-            await self.state.sync()
-        except StoreUnavailable as exc:
-            log.warning("settings not synchronised: %s", exc)
+        if self.state.shared:  # only another process can have changed what this one runs on
+            try:
+                await self.state.sync()
+            except StoreUnavailable as exc:
+                log.warning("settings not synchronised: %s", exc)
         if not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return

@@ -89,8 +89,9 @@ class ServerState:
         self._generation: str | None = None  # of the admin changes that `runtime` reflects
         # With a shared store the generation is re-read at most this often (one Redis round trip
         # saved on most requests); admin writes wait as long before answering, so a change is seen
-        # by every worker once its response is back. Memory reads are free: every request looks.
-        self.sync_interval = 0.0 if storage.startswith("memory:") else _SHARED_SYNC_INTERVAL
+        # by every worker once its response is back. A memory store has no other writer to watch.
+        self.shared = not storage.startswith("memory:")  # other processes may change what is stored
+        self.sync_interval = _SHARED_SYNC_INTERVAL if self.shared else 0.0
         self._fresh_until = 0.0  # time.monotonic() up to which the last read is trusted
 
     def limiter_now(self) -> float | None:

@@ -61,5 +61,6 @@ def test_within_the_interval_a_worker_does_not_read_again(redis_server: RedisSer
     asyncio.run(go())
 
 
-def test_memory_storage_reads_every_time() -> None:
-    assert worker("memory://", "mockserver:").sync_interval == 0.0
+def test_memory_storage_has_nothing_to_watch() -> None:
+    state = worker("memory://", "mockserver:")
+    assert not state.shared and state.sync_interval == 0.0
