@@ -24,12 +24,14 @@ class UsageLedger:
         self._store = store
 
     @staticmethod
-    def row(record: RequestRecord) -> list[Any] | None:
+    def row(record: RequestRecord) -> tuple[Any, ...] | None:
         """The ledger row of a finished request (written by the recording middleware), or None."""
         if record.status != 200 or not record.usage:
             return None
         usage = record.usage
-        return [
+        # A tuple of plain values, not a list: the garbage collector stops tracking such tuples, and
+        # the memory store keeps up to MAX_ROWS of them (lists made every full collection slower).
+        return (
             record.started_at,
             record.organization,
             record.model,
@@ -41,7 +43,7 @@ class UsageLedger:
             usage.get("cache_creation_input_tokens", 0),
             usage.get("cache_read_input_tokens", 0),
             record.cost_usd or 0.0,
-        ]
+        )
 
     async def report(self, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         groups: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(
