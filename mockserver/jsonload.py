@@ -20,11 +20,12 @@ _local = threading.local()  # a simdjson parser serves one document at a time: o
 
 def loads(payload: bytes | str) -> Any:
     """Like `orjson.loads` (and raising its `JSONDecodeError`), only faster on large documents."""
-    data = payload.encode() if isinstance(payload, str) else payload
-    if not data.startswith(_BOM):
+    if isinstance(payload, str):  # small (headers), and encoding could fail on a lone surrogate
+        return orjson.loads(payload)
+    if not payload.startswith(_BOM):
         parser = getattr(_local, "parser", None) or _new_parser()
         try:
-            document = parser.parse(data)
+            document = parser.parse(payload)
             if isinstance(document, simdjson.Object):
                 return document.as_dict()
             if isinstance(document, simdjson.Array):

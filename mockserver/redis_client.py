@@ -137,6 +137,9 @@ class _Connection(asyncio.Protocol):
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         future = self.loop.create_future()
+        if self.broken is not None:  # lost since the caller picked it: Redis never saw the command
+            future.set_exception(_Lost(self.broken, retry=True))
+            return future
         if not self._waiting:
             self._transport.write(command)  # type: ignore[union-attr]
         else:

@@ -92,7 +92,9 @@ class ServerState:
         # by every worker once its response is back. A memory store has no other writer to watch.
         self.shared = not storage.startswith("memory:")  # other processes may change what is stored
         self.sync_interval = _SHARED_SYNC_INTERVAL if self.shared else 0.0
-        self._fresh_until = 0.0  # time.monotonic() up to which the last read is trusted
+        self._fresh_until = 0.0  # a completed read that started at t is trusted until t + sync_interval
+        self._changing: asyncio.Lock | None = None  # one read or admin change of this worker at a time
+        self._changing_loop: asyncio.AbstractEventLoop | None = None
 
     def limiter_now(self) -> float | None:
         # In production the Redis store reads the Redis server's clock so replicas agree;
@@ -101,55 +103,86 @@ class ServerState:
 
     async def patch_settings(self, patch: Mapping[str, Any]) -> Settings:
         """Validate a partial update against the current settings and publish it to every worker."""
-        await self.sync(force=True)
-        settings = self.runtime.settings.with_layer(patch, "admin API")  # raises ConfigError, changes nothing
-        await self.store.put(_PATCHES_KEY, [*(await self.store.get(_PATCHES_KEY) or []), dict(patch)])
-        self.runtime = Runtime.from_settings(settings)
-        await self._publish()
+        async with self._exclusive():
+            await self._read_generation()
+            settings = self.runtime.settings.with_layer(
+                patch, "admin API"
+            )  # raises ConfigError, changes nothing
+            await self.store.put(_PATCHES_KEY, [*(await self.store.get(_PATCHES_KEY) or []), dict(patch)])
+            self.runtime = Runtime.from_settings(settings)
+            await self._publish()
+        await self._let_workers_see_it()
         return settings
 
     async def add_fault(self, fault: Fault) -> None:
-        await self.sync(force=True)
-        await self.faults.add(fault, list(self.runtime.settings.faults))
-        self.created_faults = await self.faults.created()
-        await self._publish()
+        async with self._exclusive():
+            await self._read_generation()
+            await self.faults.add(fault, list(self.runtime.settings.faults))
+            self.created_faults = await self.faults.created()
+            await self._publish()
+        await self._let_workers_see_it()
 
     async def delete_fault(self, name: str) -> bool:
-        deleted = await self.faults.delete(name)
-        self.created_faults = await self.faults.created()
-        await self._publish()
+        async with self._exclusive():
+            deleted = await self.faults.delete(name)
+            self.created_faults = await self.faults.created()
+            await self._publish()
+        await self._let_workers_see_it()
         return deleted
 
-    async def sync(self, *, force: bool = False) -> None:
+    async def reset(self) -> None:
+        async with self._exclusive():
+            await self.buckets.reset()
+            await self.store.clear()
+            self.runtime = Runtime.from_settings(self.boot_settings)
+            self.created_faults = []
+            await self._publish()
+        await self._let_workers_see_it()
+
+    async def sync(self) -> None:
         """Pick up what another worker changed (settings patches, faults, a reset) since we last looked.
 
-        One read per request (or per `sync_interval`): a generation token that every admin change replaces.
+        One read of a generation token that every admin change replaces, per request or, on a shared
+        store, per `sync_interval`. A request that arrives at t may skip the read when a completed
+        read started after t - sync_interval: every change answered before t was published before
+        that read began, because admin writes wait `sync_interval` before answering.
         """
-        if self.sync_interval:
-            now = time.monotonic()
-            if now < self._fresh_until and not force:
-                return
-            self._fresh_until = now + self.sync_interval
-        generation = await self.store.get(_GENERATION_KEY)
-        if generation == self._generation:
+        if not self.shared:
+            return  # nobody else writes a memory store
+        arrived = time.monotonic()
+        if arrived < self._fresh_until:
             return
-        settings = self.boot_settings
-        for patch in await self.store.get(_PATCHES_KEY) or []:
-            settings = settings.with_layer(patch, "admin API")
-        self.runtime = Runtime.from_settings(settings)
-        self.created_faults = await self.faults.created()
-        self._generation = generation
+        async with self._exclusive():
+            if arrived < self._fresh_until:  # a read that began after we arrived has just finished
+                return
+            await self._read_generation()
 
-    async def reset(self) -> None:
-        await self.buckets.reset()
-        await self.store.clear()
-        self.runtime = Runtime.from_settings(self.boot_settings)
-        self.created_faults = []
-        await self._publish()
+    async def _read_generation(self) -> None:
+        started = time.monotonic()
+        generation = await self.store.get(_GENERATION_KEY)
+        if generation != self._generation:
+            settings = self.boot_settings
+            for patch in await self.store.get(_PATCHES_KEY) or []:
+                settings = settings.with_layer(patch, "admin API")
+            self.runtime = Runtime.from_settings(settings)
+            self.created_faults = await self.faults.created()
+            self._generation = generation
+        self._fresh_until = started + self.sync_interval
+
+    def _exclusive(self) -> asyncio.Lock:
+        # Reads and changes of the generation must not interleave: a read that began before this
+        # worker's own change could otherwise finish after it and put the old runtime back.
+        loop = asyncio.get_running_loop()
+        if self._changing is None or self._changing_loop is not loop:
+            # A lock belongs to one event loop (a test may run a server's state on several in turn).
+            self._changing, self._changing_loop = asyncio.Lock(), loop
+        return self._changing
 
     async def _publish(self) -> None:
         self._generation = uuid.uuid4().hex
         await self.store.put(_GENERATION_KEY, self._generation)
+
+    async def _let_workers_see_it(self) -> None:
         if self.sync_interval:
             # Real time, whatever clock the server runs on: it bounds other workers' real caching.
             await asyncio.sleep(self.sync_interval)

@@ -333,3 +333,16 @@ def test_close_fails_pending_commands_and_the_client_can_reconnect(redis_server:
         await observer.close()
 
     run(go())
+
+
+def test_a_command_on_a_connection_lost_meanwhile_fails_as_resendable() -> None:
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        conn = redis_client._Connection(loop, 1.0, reader=None)
+        conn.broken = "connection lost (closed by the server)"
+        future = conn.send(b"*1\r\n$4\r\nPING\r\n")  # nothing is written: there is no transport
+        with pytest.raises(redis_client._Lost) as lost:
+            await future
+        assert lost.value.retry  # Redis never saw it, so the client sends it again on a new connection
+
+    asyncio.run(go())

@@ -72,3 +72,34 @@ def test_an_outage_is_logged_not_raised_into_the_request(caplog: pytest.LogCaptu
     with caplog.at_level("WARNING", logger="mockserver"):
         asyncio.run(go())
     assert "1 journal and ledger rows not kept" in caplog.text
+
+
+def test_a_writer_cancelled_before_it_ran_is_replaced_and_nothing_is_lost(redis_server: RedisServer) -> None:
+    async def go() -> list[object]:
+        store = RedisStateStore(redis_server.url, key_prefix=unique_key_prefix())
+        await store.record([("journal", {"n": 1}, 10)])
+        assert store._writer is not None
+        store._writer.cancel()
+        try:
+            return await asyncio.wait_for(store.items("journal"), timeout=2)  # no hang, no loss
+        finally:
+            await asyncio.wait_for(store.close(), timeout=2)
+
+    assert asyncio.run(go()) == [{"n": 1}]
+
+
+def test_a_writer_cancelled_mid_write_says_what_was_lost(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def go() -> None:
+        store = RedisStateStore(redis_server.url, key_prefix=unique_key_prefix())
+        await store.record([("journal", {"n": 1}, 10), ("ledger", [1], 10)])
+        await asyncio.sleep(0)  # the writer takes the batch and sends it
+        assert store._writer is not None
+        store._writer.cancel()  # what closing the event loop does to it
+        await asyncio.sleep(0)
+        await asyncio.wait_for(store.close(), timeout=2)
+
+    with caplog.at_level("WARNING", logger="mockserver"):
+        asyncio.run(go())
+    assert "2 journal and ledger rows not kept: the event loop closed" in caplog.text

@@ -53,10 +53,34 @@ def test_within_the_interval_a_worker_does_not_read_again(redis_server: RedisSer
             await state.sync()
             await state.sync()
             assert reads == 1
-            await state.sync(force=True)
-            assert reads == 2
         finally:
             await state.close()
+
+    asyncio.run(go())
+
+
+def test_requests_arriving_during_a_read_wait_for_it_and_see_a_change_made_before(
+    redis_server: RedisServer,
+) -> None:
+    """Two requests on one worker in the same loop pass: the second must not run on the old runtime
+    while the first one's read of the generation is still in flight."""
+
+    async def go() -> None:
+        prefix = unique_key_prefix()
+        a, b = worker(redis_server.url, prefix), worker(redis_server.url, prefix)
+        try:
+            await a.patch_settings({"seed": 42})  # answered: every worker must now run with it
+            seen: list[int] = []
+
+            async def request() -> None:
+                await b.sync()
+                seen.append(b.runtime.settings.seed)
+
+            await asyncio.gather(request(), request(), request())
+            assert seen == [42, 42, 42]
+        finally:
+            await a.close()
+            await b.close()
 
     asyncio.run(go())
 

@@ -35,7 +35,6 @@ from mockserver.web import json_response, new_request_id, raw_header, read_body
 
 SSE_HEADERS = {"cache-control": "no-cache"}
 _FAULT_HEADER = FAULT_HEADER.encode()
-_NO_CACHE = CacheOutcome()  # what a request without cache breakpoints reads and writes (never changed)
 
 
 async def create_message(request: Request) -> Response:
@@ -66,7 +65,7 @@ async def create_message(request: Request) -> Response:
         chosen = await _apply_http_fault(state, request, fired, chosen)
         record.speed = chosen.speed
     mid = message_id()
-    cached = _NO_CACHE
+    cached = CacheOutcome()
     if settings.cache.enabled and PromptCache.applies(raw):
         cached = await _look_up_cache(state, parsed, org.name, chosen.model.id, chosen.speed)
     created = cached.created_tokens

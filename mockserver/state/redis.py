@@ -100,6 +100,14 @@ class RedisStateStore:
                 log.warning("%d journal and ledger rows not kept: %s", len(lists), exc)
             except Exception:  # nobody awaits this task: say what was lost rather than go quiet
                 log.exception("%d journal and ledger rows not kept", len(lists))
+            except BaseException:  # cancelled (the loop is closing): nothing more will be written
+                lost = len(lists) + sum(len(keys) for keys, _, _ in self._queued)
+                log.warning("%d journal and ledger rows not kept: the event loop closed", lost)
+                for pending in (self._queued_written, self._batch_written):
+                    if pending is not None and not pending.done():
+                        pending.set_result(None)
+                self._queued, self._queued_written = [], None
+                raise
             finally:
                 if self._batch_written is not None and not self._batch_written.done():
                     self._batch_written.set_result(None)
@@ -108,8 +116,11 @@ class RedisStateStore:
     async def _written(self) -> None:
         """Wait until what was recorded before this call is in Redis (not what is recorded later:
         under load the writer never idles)."""
+        loop = asyncio.get_running_loop()
+        if self._queued and (self._writer is None or self._writer.done()):
+            self._writer = loop.create_task(self._write_queued())  # its writer was cancelled unstarted
         pending = self._queued_written or self._batch_written
-        if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+        if pending is not None and pending.get_loop() is loop:
             await asyncio.shield(pending)
 
     async def items(self, key: str) -> list[Any]:
@@ -126,6 +137,9 @@ class RedisStateStore:
 
     async def close(self) -> None:
         await self._written()
+        writer = self._writer
+        if writer is not None and not writer.done() and writer.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([writer])  # it runs until the queue is empty (wait: never raises)
         await self._redis.close()
 
 
