@@ -48,10 +48,7 @@ class RecordingMiddleware:
             await self.app(scope, receive, send)
             return
         if self.state.shared:  # only another process can have changed what this one runs on
-            try:
-                await self.state.sync()
-            except StoreUnavailable as exc:
-                log.warning("settings not synchronised: %s", exc)
+            await self.state.sync()
         if not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return

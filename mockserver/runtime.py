@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 import tomllib
 import uuid
@@ -21,6 +22,7 @@ from mockserver.canned import CannedReplies
 from mockserver.catalog import Catalog
 from mockserver.chaos import FaultBook
 from mockserver.clock import Clock, SystemClock
+from mockserver.errors import StoreUnavailable
 from mockserver.faults import Fault
 from mockserver.journal import Journal
 from mockserver.limits.store import BucketStore, bucket_store_from_uri
@@ -95,6 +97,7 @@ class ServerState:
         self._fresh_until = 0.0  # a completed read that started at t is trusted until t + sync_interval
         self._changing: asyncio.Lock | None = None  # one read or admin change of this worker at a time
         self._changing_loop: asyncio.AbstractEventLoop | None = None
+        self._refresh: asyncio.Task[None] | None = None  # the generation read in flight, if any
 
     def limiter_now(self) -> float | None:
         # In production the Redis store reads the Redis server's clock so replicas agree;
@@ -142,20 +145,34 @@ class ServerState:
     async def sync(self) -> None:
         """Pick up what another worker changed (settings patches, faults, a reset) since we last looked.
 
-        One read of a generation token that every admin change replaces, per request or, on a shared
-        store, per `sync_interval`. A request that arrives at t may skip the read when a completed
-        read started after t - sync_interval: every change answered before t was published before
-        that read began, because admin writes wait `sync_interval` before answering.
+        On a shared store the generation token that every admin change replaces is read at most about
+        every `sync_interval`, ahead of need, by a background refresh. A request that arrives at t may
+        run on what a completed read saw if that read started after t - sync_interval: every change
+        answered before t was published before that read began, since admin writes wait
+        `sync_interval` before answering. Otherwise it waits for a read that qualifies.
         """
         if not self.shared:
             return  # nobody else writes a memory store
         arrived = time.monotonic()
-        if arrived < self._fresh_until:
-            return
-        async with self._exclusive():
-            if arrived < self._fresh_until:  # a read that began after we arrived has just finished
+        for _ in range(2):  # a read started after we arrived always qualifies, unless it failed
+            if arrived >= self._fresh_until - self.sync_interval / 2:
+                self._refresh_soon()  # so that requests seldom have to wait for one
+            if arrived < self._fresh_until:
                 return
-            await self._read_generation()
+            assert self._refresh is not None
+            await asyncio.shield(self._refresh)
+
+    def _refresh_soon(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._refresh is None or self._refresh.done() or self._refresh.get_loop() is not loop:
+            self._refresh = loop.create_task(self._refresh_generation())
+
+    async def _refresh_generation(self) -> None:
+        try:
+            async with self._exclusive():
+                await self._read_generation()
+        except StoreUnavailable as exc:  # requests go on with what they have; the next one tries again
+            log.warning("settings not synchronised: %s", exc)
 
     async def _read_generation(self) -> None:
         started = time.monotonic()
@@ -192,8 +209,10 @@ class ServerState:
         await self.store.close()
 
 
+log = logging.getLogger("mockserver")
+
 _MAX_REMEMBERED_KEYS = 4096
-_SHARED_SYNC_INTERVAL = 0.002
+_SHARED_SYNC_INTERVAL = 0.01
 _PATCHES_KEY = "settings:patches"
 _GENERATION_KEY = "admin:generation"
 

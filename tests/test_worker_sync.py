@@ -85,6 +85,35 @@ def test_requests_arriving_during_a_read_wait_for_it_and_see_a_change_made_befor
     asyncio.run(go())
 
 
+def test_the_next_read_starts_ahead_of_need_without_holding_the_request(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        state = worker(redis_server.url, unique_key_prefix())
+        state.sync_interval = 0.2
+        try:
+            await state.sync()  # the first read: the request waits for it
+            first = state._refresh
+            await asyncio.sleep(0.12)  # past half the interval, still inside it
+            await state.sync()  # returns at once on the completed read...
+            assert state._refresh is not first and state._refresh is not None
+            assert not state._refresh.done()  # ...while the next one is under way
+            await state._refresh
+        finally:
+            await state.close()
+
+    asyncio.run(go())
+
+
+def test_an_unreachable_store_does_not_hold_requests_forever(caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> None:
+        state = worker("redis://127.0.0.1:1/0", "mockserver:")  # nothing listens on port 1
+        await asyncio.wait_for(state.sync(), timeout=10)  # tries, logs, goes on with what it has
+        await state.close()
+
+    with caplog.at_level("WARNING", logger="mockserver"):
+        asyncio.run(go())
+    assert "settings not synchronised" in caplog.text
+
+
 def test_memory_storage_has_nothing_to_watch() -> None:
     state = worker("memory://", "mockserver:")
     assert not state.shared and state.sync_interval == 0.0
