@@ -28,16 +28,21 @@ class RedisStateStore:
         self._queued_written: asyncio.Future[None] | None = None  # done once `_queued` is written
         self._batch_written: asyncio.Future[None] | None = None  # done once the batch in flight is
         self._writer: asyncio.Task[None] | None = None
+        # Keys `record` has written: only reads of these wait for queued rows (the settings
+        # generation, read in the background every few ms, must not queue behind the journal).
+        self._recorded: set[str] = set()
 
     async def get(self, key: str) -> Any | None:
-        await self._written()
+        if key in self._recorded:
+            await self._written()
         raw = await self._redis.execute("GET", self._prefix + key)
         return None if raw is None else orjson.loads(raw)
 
     async def get_many(self, keys: list[str]) -> list[Any | None]:
         if not keys:
             return []
-        await self._written()
+        if self._recorded.intersection(keys):
+            await self._written()
         raws = await self._redis.execute("MGET", *[self._prefix + k for k in keys])
         return [None if raw is None else orjson.loads(raw) for raw in raws]
 
@@ -78,6 +83,8 @@ class RedisStateStore:
         for _, value, max_len in appends:
             args += [orjson.dumps(value), max_len]
         lists = [self._prefix + key for key, _, _ in appends]
+        self._recorded.update(key for key, _, _ in appends)
+        self._recorded.update(counters)
         loop = asyncio.get_running_loop()
         self._queued.append((lists, args, [self._prefix + key for key in counters]))
         if self._queued_written is None or self._queued_written.get_loop() is not loop:
@@ -124,7 +131,8 @@ class RedisStateStore:
             await asyncio.shield(pending)
 
     async def items(self, key: str) -> list[Any]:
-        await self._written()
+        if key in self._recorded:
+            await self._written()
         return [orjson.loads(raw) for raw in await self._redis.execute("LRANGE", self._prefix + key, 0, -1)]
 
     async def clear(self) -> None:
