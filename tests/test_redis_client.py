@@ -346,3 +346,21 @@ def test_a_command_on_a_connection_lost_meanwhile_fails_as_resendable() -> None:
         assert lost.value.retry  # Redis never saw it, so the client sends it again on a new connection
 
     asyncio.run(go())
+
+
+def test_scan_pages_through_keys_with_a_literal_prefix(redis_server: RedisServer, run: Run) -> None:
+    async def go() -> list[bytes]:
+        client = RedisClient(redis_server.url)
+        tag = uuid.uuid4().hex
+        try:
+            for n in range(1200):  # several SCAN pages
+                await client.execute("SET", f"{tag}:a*[1]:{n}", n)
+            await client.execute("SET", f"{tag}:ab:0", 0)  # matched by the glob, not by the prefix
+            pages = [page async for page in client.scan(f"{tag}:a*[1]:", count=100)]
+            return [key for page in pages for key in page]
+        finally:
+            await client.close()
+
+    keys = run(go())
+    assert len(keys) == len(set(keys)) == 1200
+    assert all(b":a*[1]:" in key for key in keys)

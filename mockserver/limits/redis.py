@@ -73,14 +73,8 @@ class RedisBucketStore:
         return levels
 
     async def reset(self) -> None:
-        pattern = _glob_escape(self._bucket_prefix()) + "*"
-        cursor = b"0"
-        while True:  # SCAN visits every key once and ends on cursor 0
-            cursor, keys = await self._redis.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 500)
-            if keys:
-                await self._redis.execute("UNLINK", *keys)
-            if cursor == b"0":
-                return
+        async for keys in self._redis.scan(self._bucket_prefix()):
+            await self._redis.execute("UNLINK", *keys)
 
     async def ping(self) -> None:
         await self._redis.execute("PING")
@@ -120,7 +114,3 @@ class RedisBucketStore:
 @functools.cache
 def _script() -> Script:
     return Script(resources.files(__package__).joinpath("redis.lua").read_text(encoding="utf-8"))
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

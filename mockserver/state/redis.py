@@ -12,7 +12,6 @@ import orjson
 from mockserver.errors import ConfigError, StoreUnavailable
 from mockserver.redis_client import Arg, RedisClient, Script, redact
 
-SCAN_COUNT = 500
 log = logging.getLogger("mockserver")
 
 
@@ -57,14 +56,9 @@ class RedisStateStore:
     async def keys(self, prefix: str) -> list[str]:
         await self._written()
         found: list[str] = []
-        cursor = b"0"
-        while True:  # SCAN visits every key once and ends on cursor 0
-            cursor, batch = await self._redis.execute(
-                "SCAN", cursor, "MATCH", self._prefix + prefix + "*", "COUNT", SCAN_COUNT
-            )
+        async for batch in self._redis.scan(self._prefix + prefix):
             found.extend(k.decode()[len(self._prefix) :] for k in batch)
-            if cursor == b"0":
-                return sorted(found)
+        return sorted(found)
 
     async def incr(self, key: str, amount: int = 1) -> int:
         return int(await self._redis.execute("INCRBY", self._prefix + key, amount))
@@ -136,9 +130,9 @@ class RedisStateStore:
         return [orjson.loads(raw) for raw in await self._redis.execute("LRANGE", self._prefix + key, 0, -1)]
 
     async def clear(self) -> None:
-        names = [self._prefix + key for key in await self.keys("")]
-        for start in range(0, len(names), SCAN_COUNT):
-            await self._redis.execute("DEL", *names[start : start + SCAN_COUNT])
+        await self._written()
+        async for names in self._redis.scan(self._prefix):
+            await self._redis.execute("DEL", *names)
 
     async def ping(self) -> None:
         await self._redis.execute("PING")
