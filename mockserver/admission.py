@@ -15,6 +15,7 @@ from mockserver.limits.bucket import Draw
 from mockserver.limits.policy import (
     Headers,
     draws_for,
+    header_dict,
     limit_name,
     rate_limit_header_list,
     rejection_message,
@@ -37,7 +38,7 @@ class Ticket:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.raw_headers}
+        return header_dict(self.raw_headers)
 
 
 async def admit(
@@ -78,7 +79,7 @@ async def admit(
         return Ticket(
             raw_headers, output=draws[-1], reserved_output=max_tokens, settled=output_tokens is not None
         )
-    headers = {k.decode(): v.decode() for k, v in raw_headers}
+    headers = header_dict(raw_headers)
     limiting = admission.limiting or draws[0].key
     draw = next(d for d in draws if d.key == limiting)
     message = rejection_message(limiting, draw.capacity, admission.never_fits, draw.cost)

@@ -33,6 +33,8 @@ from mockserver.settings import Settings
 from mockserver.state import StateStore, state_store_from_uri
 from mockserver.usage import UsageLedger
 
+log = logging.getLogger("mockserver")
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -89,10 +91,11 @@ class ServerState:
         self.server_errors: list[BaseException] = []  # unexpected exceptions, for embedding tests
         self.created_faults: list[Fault] = []  # faults added through the admin API
         self._generation: str | None = None  # of the admin changes that `runtime` reflects
-        # With a shared store the generation is re-read at most this often (one Redis round trip
-        # saved on most requests); admin writes wait as long before answering, so a change is seen
-        # by every worker once its response is back. A memory store has no other writer to watch.
-        self.shared = not storage.startswith("memory:")  # other processes may change what is stored
+        # On a shared store the generation is re-read in the background about this often, instead of
+        # a Redis round trip per request; admin writes wait as long before answering, so a change is
+        # seen by every worker once its response is back (see `sync`). A memory store has no other
+        # writer to watch.
+        self.shared = not storage.startswith("memory:")
         self.sync_interval = _SHARED_SYNC_INTERVAL if self.shared else 0.0
         self._fresh_until = 0.0  # a completed read that started at t is trusted until t + sync_interval
         self._changing: asyncio.Lock | None = None  # one read or admin change of this worker at a time
@@ -108,9 +111,8 @@ class ServerState:
         """Validate a partial update against the current settings and publish it to every worker."""
         async with self._exclusive():
             await self._read_generation()
-            settings = self.runtime.settings.with_layer(
-                patch, "admin API"
-            )  # raises ConfigError, changes nothing
+            # Raises ConfigError, and then nothing has changed.
+            settings = self.runtime.settings.with_layer(patch, "admin API")
             await self.store.put(_PATCHES_KEY, [*(await self.store.get(_PATCHES_KEY) or []), dict(patch)])
             self.runtime = Runtime.from_settings(settings)
             await self._publish()
@@ -208,8 +210,6 @@ class ServerState:
         await self.buckets.close()
         await self.store.close()
 
-
-log = logging.getLogger("mockserver")
 
 _MAX_REMEMBERED_KEYS = 4096
 _SHARED_SYNC_INTERVAL = 0.01

@@ -160,7 +160,12 @@ def rate_limit_headers(
     speed: Speed, limits: LimitTable, levels: Mapping[str, float], draws: Sequence[Draw], now: float
 ) -> dict[str, str]:
     """The rate-limit headers of a response (reference §10.2/§10.3) as a dict; see below."""
-    return {k.decode(): v.decode() for k, v in rate_limit_header_list(speed, limits, levels, draws, now)}
+    return header_dict(rate_limit_header_list(speed, limits, levels, draws, now))
+
+
+def header_dict(headers: Headers) -> dict[str, str]:
+    """Raw (name, value) pairs as the str dict that errors and streaming responses take."""
+    return {name.decode(): value.decode() for name, value in headers}
 
 
 def rate_limit_header_list(

@@ -84,7 +84,7 @@ class MemoryStateStore:
         if expires is not None and expires <= self._clock.now():
             del self._values[key]
             return None
-        # Immutable values need no copy (the settings generation is read on every request).
+        # Immutable values need no copy (counters, tokens): a deep copy of an int still costs a call.
         return value if type(value) in _ATOMIC else copy.deepcopy(value)
 
 

@@ -74,10 +74,11 @@ class RedisStateStore:
         the event loop: one EVALSHA for all, and no request waits for its own. This store's reads
         wait for queued writes first, so a worker always reads what it recorded."""
         args: list[Arg] = []
-        for _, value, max_len in appends:
+        lists: list[str] = []
+        for key, value, max_len in appends:
             args += [orjson.dumps(value), max_len]
-        lists = [self._prefix + key for key, _, _ in appends]
-        self._recorded.update(key for key, _, _ in appends)
+            lists.append(self._prefix + key)
+            self._recorded.add(key)
         self._recorded.update(counters)
         loop = asyncio.get_running_loop()
         self._queued.append((lists, args, [self._prefix + key for key in counters]))
