@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from mockserver.clock import Clock
 from mockserver.direct import DirectRoutes, Handler
@@ -25,7 +26,7 @@ from mockserver.errors import (
     ServiceUnavailableError,
     StoreUnavailable,
 )
-from mockserver.recording import RecordingMiddleware
+from mockserver.recording import Recorder, RecordingMiddleware
 from mockserver.routes import admin, batches, messages, models
 from mockserver.runtime import Runtime, ServerState
 from mockserver.settings import Settings
@@ -34,7 +35,22 @@ from mockserver.web import error_response
 log = logging.getLogger("mockserver")
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
+class MockApp(Starlette):
+    """Starlette, with the hottest routes served by `DirectRoutes` before its middleware stack."""
+
+    direct: DirectRoutes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.direct.routes.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                scope["app"] = self
+                await self.direct.serve(endpoint, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> MockApp:
     state = ServerState(Runtime.from_settings(settings or Settings()), clock=clock)
     routes = [
         Route("/v1/messages", messages.create_message, methods=["POST"]),
@@ -65,17 +81,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         HTTPException: _http_error,
         StoreUnavailable: _store_unavailable,
     }
-    # The hot path skips the router; an endpoint listed here must also stay in `routes` (405s, docs).
-    direct = {("POST", "/v1/messages"): messages.create_message}
-    app = Starlette(
+    recorder = Recorder(state)
+    app = MockApp(
         routes=routes,
-        middleware=[
-            Middleware(RecordingMiddleware, state=state),
-            Middleware(DirectRoutes, routes=direct, handlers=handled),
-        ],
+        middleware=[Middleware(RecordingMiddleware, recorder=recorder)],
         exception_handlers={**handled, Exception: _unexpected},
         lifespan=lifespan,
     )
+    # The hot path skips Starlette; an endpoint listed here must also stay in `routes` (405s, docs).
+    direct = {("POST", "/v1/messages"): messages.create_message}
+    app.direct = DirectRoutes(direct, handled, _unexpected, recorder)
     app.state.mock = state
     return app
 
@@ -83,7 +98,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 WORKER_SETTINGS_ENV = "MOCKSERVER_WORKER_SETTINGS"
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> MockApp:
     """The app of one `--workers` process: its parent passes the final settings as JSON."""
     raw = os.environ.get(WORKER_SETTINGS_ENV)
     app = create_app(Settings.model_validate_json(raw) if raw else Settings())

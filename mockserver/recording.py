@@ -38,58 +38,26 @@ def drop_connection(scope: Scope) -> None:
     raise ConnectionDropped
 
 
-class RecordingMiddleware:
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
-        self.app = app
+class Recorder:
+    """Opens the record of an API request and, when it ends, keeps it: metrics, access log, journal
+    row and usage ledger. Shared by the direct routes (direct.py) and `RecordingMiddleware`."""
+
+    def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.state.shared:  # only another process can have changed what this one runs on
-            await self.state.sync()
-        if not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        clock = self.state.clock
-        record = RequestRecord(request_id(), scope["method"], scope["path"], clock.now())
+    def open(self, scope: Scope, receive: Receive) -> RequestRecord:
+        record = RequestRecord(request_id(), scope["method"], scope["path"], self.state.clock.now())
         scope[REQUEST_ID] = record.request_id
         scope[RECORD] = record
         # uvicorn's receive is a method of the request cycle that owns the transport; chaos faults
         # abort it to drop the connection without a response.
         scope[TRANSPORT] = getattr(getattr(receive, "__self__", None), "transport", None)
         record.retry_count = _retry_count(scope)
-        first_token_at: float | None = None
-        streaming = False
+        return record
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal first_token_at, streaming
-            if message["type"] == "http.response.start":
-                record.status = message["status"]
-                record.retry_after, streaming = _read_response_headers(message["headers"])
-                if streaming:
-                    self.state.metrics.open_streams += 1
-            elif streaming and first_token_at is None and b"content_block_delta" in message.get("body", b""):
-                first_token_at = clock.now()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except ConnectionDropped:
-            record.status = record.status or 0  # 0: aborted on purpose before any response
-        except ClientDisconnect:
-            # The client hung up mid-request (a load generator stopping, a cancelled call): nobody is
-            # left to answer, and it is not a server error. 499 is nginx's "client closed request".
-            record.status = record.status or CLIENT_CLOSED_REQUEST
-        except BaseException:
-            record.status = record.status or 500
-            raise
-        finally:
-            if streaming:
-                self.state.metrics.open_streams -= 1
-            self._finish(record, clock.now(), first_token_at, streaming)
-            await self._keep(record)
+    async def close(self, record: RequestRecord, first_token_at: float | None, streaming: bool) -> None:
+        self._finish(record, self.state.clock.now(), first_token_at, streaming)
+        await self._keep(record)
 
     def _finish(
         self, record: RequestRecord, now: float, first_token_at: float | None, streaming: bool
@@ -128,7 +96,90 @@ class RecordingMiddleware:
             log.warning("journal entry %s not kept: %s", record.request_id, exc)
 
 
-def _read_response_headers(headers: list[tuple[bytes, bytes]]) -> tuple[float | None, bool]:
+class StreamTracker:
+    """Wraps `send` for an event stream: counts it as open and notes when the first token went out."""
+
+    def __init__(self, send: Send, recorder: Recorder) -> None:
+        self._send = send
+        self._clock = recorder.state.clock
+        self._metrics = recorder.state.metrics
+        self.first_token_at: float | None = None
+        self.open = False
+
+    def start(self) -> None:
+        self.open = True
+        self._metrics.open_streams += 1
+
+    def stop(self) -> None:
+        if self.open:
+            self.open = False
+            self._metrics.open_streams -= 1
+
+    async def send(self, message: Message) -> None:
+        if self.first_token_at is None and b"content_block_delta" in message.get("body", b""):
+            self.first_token_at = self._clock.now()
+        await self._send(message)
+
+
+def status_after(record: RequestRecord, exc: BaseException) -> int:
+    """The journal status of a request its handler left with `exc`, if no response had started."""
+    if record.status:
+        return record.status
+    if isinstance(exc, ConnectionDropped):
+        return 0  # aborted on purpose before any response
+    if isinstance(exc, ClientDisconnect):
+        # The client hung up mid-request (a load generator stopping, a cancelled call): nobody is
+        # left to answer, and it is not a server error. 499 is nginx's "client closed request".
+        return CLIENT_CLOSED_REQUEST
+    return 500
+
+
+class RecordingMiddleware:
+    """Records the API requests that reach Starlette's router (the direct routes record their own)."""
+
+    def __init__(self, app: ASGIApp, recorder: Recorder) -> None:
+        self.app = app
+        self.recorder = recorder
+        self.state = recorder.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.state.shared:  # only another process can have changed what this one runs on
+            await self.state.sync()
+        if not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        record = self.recorder.open(scope, receive)
+        tracker = StreamTracker(send, self.recorder)
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                record.retry_after, streaming = read_response_headers(message["headers"])
+                if streaming:
+                    tracker.start()
+                await send(message)
+            elif tracker.open:
+                await tracker.send(message)
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except (ConnectionDropped, ClientDisconnect) as exc:
+            record.status = status_after(record, exc)
+        except BaseException as exc:
+            record.status = status_after(record, exc)
+            raise
+        finally:
+            streaming = tracker.open
+            tracker.stop()
+            await self.recorder.close(record, tracker.first_token_at, streaming)
+
+
+def read_response_headers(headers: list[tuple[bytes, bytes]]) -> tuple[float | None, bool]:
     """(retry-after in seconds, is it an event stream?) in one pass over the ~17 headers of a reply."""
     retry_after: float | None = None
     seen_retry_after = streaming = False
