@@ -166,8 +166,9 @@ async def _exists(store: RedisBucketStore, key: str) -> int:
 
 
 async def _raw_bucket(store: RedisBucketStore, key: str) -> dict[bytes, bytes]:
-    flat = await store._redis.execute("HGETALL", store.key_prefix + "limits:" + key)
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+    """A bucket as stored: the string "<level> <updated>"."""
+    level, updated = (await store._redis.execute("GET", store.key_prefix + "limits:" + key)).split()
+    return {b"level": level, b"updated": updated}
 
 
 @pytest.mark.redis
