@@ -42,6 +42,26 @@ def test_records_of_one_loop_pass_go_in_one_write_and_are_read_back(redis_server
     asyncio.run(go())
 
 
+def test_a_large_batch_with_a_bound_changed_midway_keeps_order_and_bounds(redis_server: RedisServer) -> None:
+    """Values go to Redis in runs per list (unpacked at most 1,000 at a time); a bound that changed
+    within the batch applies from where it changed, as one RPUSH + LTRIM per value would."""
+
+    async def go() -> None:
+        store = RedisStateStore(redis_server.url, key_prefix=unique_key_prefix())
+        try:
+            for n in range(2500):
+                await store.record([("big", n, 3000)], ["count"])
+            for n in range(2500, 2510):
+                await store.record([("big", n, 5)])  # the bound drops to 5 for the last ten
+            await store.record([("big", 2510, 8)])  # and rises again: nothing dropped comes back
+            assert await store.items("big") == [2505, 2506, 2507, 2508, 2509, 2510]
+            assert await store.get("count") == 2500
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
 def test_close_writes_what_is_queued(redis_server: RedisServer) -> None:
     prefix = unique_key_prefix()
 

@@ -92,12 +92,9 @@ class RedisStateStore:
             batch, self._queued = self._queued, []
             self._batch_written, self._queued_written = self._queued_written, None
             lists = [key for keys, _, _ in batch for key in keys]
-            args: list[Arg] = [len(lists)]
-            for _, pairs, _ in batch:
-                args += pairs
-            counters = [key for _, _, keys in batch for key in keys]
+            keys, args = _record_command(batch)
             try:
-                await self._redis.evalsha(_RECORD, lists + counters, args)
+                await self._redis.evalsha(_RECORD, keys, args)
             except StoreUnavailable as exc:
                 log.warning("%d journal and ledger rows not kept: %s", len(lists), exc)
             except Exception:  # nobody awaits this task: say what was lost rather than go quiet
@@ -153,17 +150,54 @@ redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 return length
 """)
 
-# One EVALSHA per batch of finished requests. KEYS: the lists appended to (once per value, so a key
-# may repeat), then the counters to increment. ARGV: the number of lists, then a (value, max_len)
-# pair per list. Same effect as RPUSH + LTRIM per list and INCR per counter.
+
+def _record_command(batch: Sequence[tuple[list[str], list[Arg], list[str]]]) -> tuple[list[str], list[Arg]]:
+    """KEYS and ARGV of `_RECORD` for a batch of `record` calls. A list's values go in runs that share
+    a bound (in practice one run per list), and counters are summed: a batch of a dozen requests is
+    five commands in Redis rather than sixty, each of which costs ~2.5 µs inside a script."""
+    runs: dict[str, list[tuple[Arg, list[Arg]]]] = {}
+    for lists, pairs, _ in batch:
+        for i, key in enumerate(lists):
+            value, max_len = pairs[2 * i], pairs[2 * i + 1]
+            key_runs = runs.setdefault(key, [])
+            if key_runs and key_runs[-1][0] == max_len:
+                key_runs[-1][1].append(value)
+            else:
+                key_runs.append((max_len, [value]))
+    counts: dict[str, int] = {}
+    for _, _, counters in batch:
+        for key in counters:
+            counts[key] = counts.get(key, 0) + 1
+    keys: list[str] = []
+    args: list[Arg] = [sum(len(key_runs) for key_runs in runs.values())]
+    for key, key_runs in runs.items():
+        for max_len, values in key_runs:
+            keys.append(key)
+            args += [max_len, len(values), *values]
+    keys += counts
+    args += counts.values()
+    return keys, args
+
+
+# One EVALSHA per batch of finished requests. KEYS: a list per run of values (a key repeats when its
+# bound changed within the batch), then the counters. ARGV: the number of runs; per run its bound,
+# its number of values and the values; per counter the amount. Same effect as RPUSH + LTRIM per
+# value and INCR per count, in order.
 _RECORD = Script("""
-local lists = tonumber(ARGV[1])
-for i = 1, lists do
-  redis.call('RPUSH', KEYS[i], ARGV[2 * i])
-  redis.call('LTRIM', KEYS[i], -tonumber(ARGV[2 * i + 1]), -1)
+local runs = tonumber(ARGV[1])
+local at = 2
+for i = 1, runs do
+  local max_len, count = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local first, last = at + 2, at + 1 + count
+  for from = first, last, 1000 do  -- unpack is bounded by Lua's C stack
+    redis.call('RPUSH', KEYS[i], unpack(ARGV, from, math.min(from + 999, last)))
+  end
+  redis.call('LTRIM', KEYS[i], -max_len, -1)
+  at = last + 1
 end
-for i = lists + 1, #KEYS do
-  redis.call('INCR', KEYS[i])
+for i = runs + 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[at])
+  at = at + 1
 end
-return lists
+return runs
 """)
