@@ -45,7 +45,15 @@ class DirectRoutes:
         tracker: StreamTracker | None = None
         started = False
         try:
-            response = await self._respond(endpoint, request)
+            try:
+                response = await endpoint(request)
+            except Exception as exc:
+                handler = self._handler_for(exc)
+                if handler is None:
+                    raise
+                response = await handler(request, exc)  # the app's rendering: an APIError, ...
+                # Reused exception instances would accumulate tracebacks across requests.
+                exc.__traceback__ = None
             record.status = response.status_code
             if _is_event_stream(response):
                 tracker = StreamTracker(send, self.recorder)
@@ -74,19 +82,6 @@ class DirectRoutes:
             else:
                 tracker.stop()
                 await self.recorder.close(record, tracker.first_token_at, True)
-
-    async def _respond(self, endpoint: Endpoint, request: Request) -> Response:
-        """The endpoint's response, or the app's rendering of an error it raised (APIError...)."""
-        try:
-            return await endpoint(request)
-        except Exception as exc:
-            handler = self._handler_for(exc)
-            if handler is None:
-                raise
-            response = await handler(request, exc)
-            # Reused exception instances would accumulate tracebacks across requests.
-            exc.__traceback__ = None
-            return response
 
     def _handler_for(self, exc: Exception) -> Handler | None:
         for cls in type(exc).__mro__:

@@ -57,26 +57,6 @@ class Recorder:
 
     async def close(self, record: RequestRecord, first_token_at: float | None, streaming: bool) -> None:
         self._finish(record, self.state.clock.now(), first_token_at, streaming)
-        await self._keep(record)
-
-    def _finish(
-        self, record: RequestRecord, now: float, first_token_at: float | None, streaming: bool
-    ) -> None:
-        record.stream = streaming or record.stream
-        record.duration_seconds = now - record.started_at
-        if record.status != 200:
-            return
-        if streaming:
-            record.ttft_seconds = None if first_token_at is None else first_token_at - record.started_at
-        else:
-            record.ttft_seconds = record.duration_seconds
-        if record.delivered_output_tokens is None and record.usage is not None:
-            record.delivered_output_tokens = record.usage.get("output_tokens")
-        generating = record.duration_seconds - (record.ttft_seconds or 0.0)
-        if streaming and record.delivered_output_tokens and generating > 0:
-            record.output_tokens_per_second = record.delivered_output_tokens / generating
-
-    async def _keep(self, record: RequestRecord) -> None:
         settings = self.state.runtime.settings
         self.state.metrics.observe(record)
         if settings.log.access:
@@ -94,6 +74,23 @@ class Recorder:
             await self.state.store.record(appends, counters)
         except StoreUnavailable as exc:
             log.warning("journal entry %s not kept: %s", record.request_id, exc)
+
+    def _finish(
+        self, record: RequestRecord, now: float, first_token_at: float | None, streaming: bool
+    ) -> None:
+        record.stream = streaming or record.stream
+        record.duration_seconds = now - record.started_at
+        if record.status != 200:
+            return
+        if streaming:
+            record.ttft_seconds = None if first_token_at is None else first_token_at - record.started_at
+        else:
+            record.ttft_seconds = record.duration_seconds
+        if record.delivered_output_tokens is None and record.usage is not None:
+            record.delivered_output_tokens = record.usage.get("output_tokens")
+        generating = record.duration_seconds - (record.ttft_seconds or 0.0)
+        if streaming and record.delivered_output_tokens and generating > 0:
+            record.output_tokens_per_second = record.delivered_output_tokens / generating
 
 
 class StreamTracker:

@@ -33,23 +33,12 @@ def raw_header(scope: Scope, name: bytes) -> str | None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = raw_header(request.scope, b"content-length")
-    if declared is not None and declared.isdigit():
-        if int(declared) > limit:
-            raise _too_large(limit)
-        return await _read_declared(request, limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_declared(request: Request, limit: int) -> bytes:
-    """Read a body of known length straight from `receive`: uvicorn hands it over in one message,
-    and `Request.stream`'s async generator cost more than the read itself on the hot path."""
+    if declared is None or not declared.isdigit():
+        return await _read_streamed(request, limit)
+    if int(declared) > limit:
+        raise _too_large(limit)
+    # A body of known length is read straight from `receive`: uvicorn hands it over in one message,
+    # and `Request.stream`'s async generator cost more than the read itself on the hot path.
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -66,6 +55,17 @@ async def _read_declared(request: Request, limit: int) -> bytes:
             request._body = body
             return body
         chunks.append(chunk)
+
+
+async def _read_streamed(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _too_large(limit: int) -> RequestTooLargeError:
