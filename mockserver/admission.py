@@ -14,10 +14,9 @@ from mockserver.errors import RateLimitError, ServiceUnavailableError, StoreUnav
 from mockserver.limits.bucket import Draw
 from mockserver.limits.policy import (
     Headers,
-    draws_for,
+    bucket_plan,
     header_dict,
     limit_name,
-    rate_limit_header_list,
     rejection_message,
     retry_after_header,
 )
@@ -59,7 +58,8 @@ async def admit(
     """
     if not state.runtime.settings.limits.enabled:
         return Ticket(raw_headers=[])
-    draws = draws_for(org.name, speed, model_class, org.limits, input_tokens, max_tokens, output_tokens)
+    plan = bucket_plan(org.name, speed, model_class, org.limits)
+    draws = plan.draws(input_tokens, max_tokens, output_tokens)
     now = state.limiter_now()
     try:
         admission = await state.buckets.acquire(draws, now)
@@ -71,11 +71,9 @@ async def admit(
         # generated: what the buckets looked like when the request was admitted.
         output = draws[-1]
         levels = {**levels, output.key: levels[output.key] - output.refund}
-    raw_headers = rate_limit_header_list(
-        speed, org.limits, levels, draws, state.clock.now() if now is None else now
-    )
+    raw_headers = plan.headers(levels, state.clock.now() if now is None else now)
     if admission.admitted:
-        # draws_for puts the output bucket last, charged max_tokens: that is the reservation.
+        # The plan puts the output bucket last, charged max_tokens: that is the reservation.
         return Ticket(
             raw_headers, output=draws[-1], reserved_output=max_tokens, settled=output_tokens is not None
         )

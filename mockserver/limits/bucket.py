@@ -11,70 +11,65 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 # Refunds and charges from `adjust` may leave a bucket in debt, but never by more than one full
 # capacity: a buggy or surprising correction then costs at most one extra refill period of waiting.
 DEBT_LIMIT_FACTOR = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Draw:
+class _DrawFields(NamedTuple):
+    key: str
+    capacity: float
+    cost: float
+    rate: float
+    refund: float
+
+
+class Draw(_DrawFields):
     """`cost` tokens wanted from bucket `key`; `rate` defaults to refilling `capacity` per minute.
 
     `refund` (at most `cost`) is given back at once if the draw is admitted: a request whose output
     is already known is admitted on its `max_tokens` estimate but charged what it produced, in one
     step that leaves the bucket exactly where charging and then `adjust`ing it at the same instant would.
+
+    A named tuple, not a frozen dataclass: every request builds two or three, and a tuple is built
+    in one step where the dataclass took a checked assignment per field.
     """
 
-    key: str
-    capacity: float
-    cost: float
-    rate: float = field(default=math.nan)
-    refund: float = 0.0
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
+    def __new__(
+        cls, key: str, capacity: float, cost: float, rate: float = math.nan, refund: float = 0.0
+    ) -> Draw:
         # Plain floats everywhere, so levels compare and serialise alike whatever callers pass in.
-        object.__setattr__(self, "capacity", float(self.capacity))
-        object.__setattr__(self, "cost", float(self.cost))
-        object.__setattr__(self, "refund", float(self.refund))
+        capacity, cost, refund = float(capacity), float(cost), float(refund)
         # NaN marks "not given": it is a float (so `rate` stays typed `float`) and never valid.
-        rate = self.capacity / 60.0 if math.isnan(self.rate) else float(self.rate)
-        object.__setattr__(self, "rate", rate)
-        if not (math.isfinite(self.capacity) and self.capacity > 0):
-            raise ValueError(f"bucket {self.key!r}: capacity must be positive, got {self.capacity!r}")
-        if not (math.isfinite(self.rate) and self.rate > 0):
-            raise ValueError(f"bucket {self.key!r}: rate must be positive, got {self.rate!r}")
-        if not (math.isfinite(self.cost) and self.cost >= 0):
-            raise ValueError(f"bucket {self.key!r}: cost must be non-negative, got {self.cost!r}")
-        _check_refund(self.key, self.cost, self.refund)
+        rate = capacity / 60.0 if math.isnan(rate) else float(rate)
+        if not (math.isfinite(capacity) and capacity > 0):
+            raise ValueError(f"bucket {key!r}: capacity must be positive, got {capacity!r}")
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"bucket {key!r}: rate must be positive, got {rate!r}")
+        if not (math.isfinite(cost) and cost >= 0):
+            raise ValueError(f"bucket {key!r}: cost must be non-negative, got {cost!r}")
+        _check_refund(key, cost, refund)
+        return tuple.__new__(cls, (key, capacity, cost, rate, refund))
 
     @classmethod
     def per_minute(cls, key: str, limit: float, cost: float) -> Draw:
-        return cls(key=key, capacity=float(limit), cost=float(cost), rate=limit / 60.0)
+        return cls(key, float(limit), float(cost), limit / 60.0)
 
     @classmethod
     def known(cls, key: str, capacity: float, rate: float, cost: float, refund: float = 0.0) -> Draw:
         """A draw on a bucket whose capacity and rate came from an already checked Draw: only the
-        cost is checked, because `__post_init__`'s checks were a measurable part of every request."""
+        cost is checked, because `__new__`'s checks were a measurable part of every request."""
         cost, refund = float(cost), float(refund)
         if not (math.isfinite(cost) and cost >= 0):
             raise ValueError(f"bucket {key!r}: cost must be non-negative, got {cost!r}")
         if refund:
             _check_refund(key, cost, refund)
-        draw = object.__new__(cls)
-        # Slot descriptors set fields without the frozen __setattr__ (and cost half of object.__setattr__).
-        _set_key(draw, key)
-        _set_capacity(draw, capacity)
-        _set_cost(draw, cost)
-        _set_rate(draw, rate)
-        _set_refund(draw, refund)
-        return draw
-
-
-_set_key, _set_capacity, _set_cost, _set_rate, _set_refund = (
-    getattr(Draw, name).__set__ for name in ("key", "capacity", "cost", "rate", "refund")
-)
+        return tuple.__new__(cls, (key, capacity, cost, rate, refund))
 
 
 def _check_refund(key: str, cost: float, refund: float) -> None:

@@ -72,42 +72,71 @@ def draws_for(
 ) -> list[Draw]:
     """The draws of one request, output last. Output is admitted on `max_tokens`; when the reply's
     `output_tokens` are already known, the unused part is refunded in the same step."""
-    refund = 0 if output_tokens is None or output_tokens >= max_tokens else max_tokens - output_tokens
-    costs = {REQUESTS: 1, INPUT: input_tokens, OUTPUT: max_tokens}
-    return [
-        Draw.known(key, cap, rate, costs[kind], refund if kind == OUTPUT else 0)
-        for kind, key, cap, rate in _buckets(org, speed, model_class, limits)
-    ]
+    return bucket_plan(org, speed, model_class, limits).draws(input_tokens, max_tokens, output_tokens)
 
 
 def output_draw(org: str, speed: Speed, model_class: str, limits: LimitTable, max_tokens: int = 0) -> Draw:
     """The output-token bucket of a request (the last of `draws_for`): refund with
     `store.adjust(d.key, d.capacity, d.rate, max_tokens - output_tokens)`."""
-    _, key, capacity, rate = _buckets(org, speed, model_class, limits)[-1]
+    _, key, capacity, rate = bucket_plan(org, speed, model_class, limits).buckets[-1]
     return Draw.known(key, capacity, rate, max_tokens)
 
 
 Buckets = tuple[tuple[str, str, float, float], ...]
+# How one family of headers is rendered: (bucket key, limit, refill rate per second, the limit as
+# wire text, then the names of its limit, remaining and reset headers).
+Family = tuple[str, int, float, bytes, bytes, bytes, bytes]
 
 
-def _buckets(org: str, speed: Speed, model_class: str, limits: LimitTable) -> Buckets:
-    """(kind, key, capacity, rate) of each bucket a request draws from, output last. Memoised (and
-    checked once, by building a Draw): every request needs them, and a few organisations send
-    nearly all requests. Keyed by the identity of `limits`, checked on use: hashing the table
-    (a frozen dataclass) cost more than the lookup it served."""
-    cached = _BUCKETS.get((org, speed, model_class, id(limits)))
-    if cached is not None and cached[0] is limits:
-        return cached[1]
-    if len(_BUCKETS) >= 4096:
-        _BUCKETS.clear()
-    buckets = _BUCKETS[(org, speed, model_class, id(limits))] = (
-        limits,
-        _resolve(org, speed, model_class, limits),
-    )
-    return buckets[1]
+@dataclass(frozen=True, slots=True, eq=False)
+class BucketPlan:
+    """What every request of one organisation at one speed on one model class under one limit table
+    shares: its buckets and how their headers are spelled. Only the costs and levels differ."""
+
+    limits: LimitTable
+    buckets: Buckets  # (kind, key, capacity, rate) of each bucket drawn from, output last
+    families: tuple[Family, ...]  # in wire order
+    combined: bool  # standard speed also reports input + output as one tokens family
+
+    def draws(self, input_tokens: int, max_tokens: int, output_tokens: int | None = None) -> list[Draw]:
+        refund = 0 if output_tokens is None or output_tokens >= max_tokens else max_tokens - output_tokens
+        draws = []
+        for kind, key, capacity, rate in self.buckets:
+            if kind == OUTPUT:
+                draws.append(Draw.known(key, capacity, rate, max_tokens, refund))
+            else:
+                draws.append(Draw.known(key, capacity, rate, 1 if kind == REQUESTS else input_tokens))
+        return draws
+
+    def headers(self, levels: Mapping[str, float], now: float) -> Headers:
+        """The rate-limit headers of a response whose buckets stand at `levels` (a bucket missing
+        from them is full), as raw (name, value) pairs in wire order."""
+        return _render(self.families, self.combined, levels, now)
 
 
-_BUCKETS: dict[tuple[str, str, str, int], tuple[LimitTable, Buckets]] = {}
+def bucket_plan(org: str, speed: Speed, model_class: str, limits: LimitTable) -> BucketPlan:
+    """The memoised plan (checked once, by building its Draws). Keyed by the identity of `limits`,
+    checked on use: hashing the table (a frozen dataclass) cost more than the lookup it served."""
+    plan = _PLANS.get((org, speed, model_class, id(limits)))
+    if plan is not None and plan.limits is limits:
+        return plan
+    if len(_PLANS) >= 4096:
+        _PLANS.clear()
+    plan = _PLANS[(org, speed, model_class, id(limits))] = _plan(org, speed, model_class, limits)
+    return plan
+
+
+_PLANS: dict[tuple[str, str, str, int], BucketPlan] = {}
+
+
+def _plan(org: str, speed: Speed, model_class: str, limits: LimitTable) -> BucketPlan:
+    buckets = _resolve(org, speed, model_class, limits)
+    by_kind = {kind: (key, capacity, rate) for kind, key, capacity, rate in buckets}
+    families = []
+    for kind, names in _FAMILIES[speed]:
+        key, capacity, rate = by_kind[kind]
+        families.append((key, int(capacity), rate, _decimal(int(capacity)), *names))
+    return BucketPlan(limits, buckets, tuple(families), speed != "fast")
 
 
 def _resolve(org: str, speed: Speed, model_class: str, limits: LimitTable) -> Buckets:
@@ -172,33 +201,40 @@ def rate_limit_header_list(
     speed: Speed, limits: LimitTable, levels: Mapping[str, float], draws: Sequence[Draw], now: float
 ) -> Headers:
     """The rate-limit headers of a response as raw (name, value) pairs, in wire order. A bucket
-    missing from `levels` or `draws` is reported full, at the limit in `limits`."""
+    missing from `levels` or `draws` is reported full, at the limit in `limits`. (Admission uses
+    `BucketPlan.headers`, the same rendering with the spellings worked out once.)"""
     by_kind = {d.key.rpartition(":")[2]: d for d in draws}
-    headers: Headers = []
-    families: list[tuple[int, int, float]] = []
-    fast = speed == "fast"
-    for kind, (limit_name_, remaining_name, reset_name) in _FAMILIES["fast" if fast else "standard"]:
+    families: list[Family] = []
+    for kind, names in _FAMILIES[speed]:
         draw = by_kind.get(kind)
         if draw is None:
             limit = limits.limit(speed, kind)
-            rate, level = limit / 60.0, float(limit)
+            families.append(("", limit, limit / 60.0, _decimal(limit), *names))
         else:
-            limit, rate = int(draw.capacity), draw.rate
-            level = levels.get(draw.key, limit)
+            limit = int(draw.capacity)
+            families.append((draw.key, limit, draw.rate, _decimal(limit), *names))
+    return _render(families, speed != "fast", levels, now)
+
+
+def _render(families: Sequence[Family], combined: bool, levels: Mapping[str, float], now: float) -> Headers:
+    headers: Headers = []
+    states: list[tuple[int, int, float]] = []  # (limit, remaining, full at) of each family
+    for key, limit, rate, limit_text, limit_name_, remaining_name, reset_name in families:
+        level = levels.get(key, limit)
         # int() is floor for the positive levels it sees; a level never exceeds its limit.
         remaining = int(level + _REMAINING_EPSILON) if level > 0 else 0
         full_at = now + (limit - level) / rate if level < limit else now  # seconds_until_full, inlined
         headers += (
-            (limit_name_, _decimal(limit)),
+            (limit_name_, limit_text),
             (remaining_name, b"%d" % remaining),
             (reset_name, _reset_value(math.ceil(full_at))),
         )
-        families.append((limit, remaining, full_at))
-    if fast:
+        states.append((limit, remaining, full_at))
+    if not combined:
         return headers
     # The combined limit is input + output (reference example); its remaining and reset follow the
     # more restrictive of the two, scaled to the combined limit so a full pair reads limit/limit.
-    inputs, outputs = families[1], families[2]
+    inputs, outputs = states[1], states[2]
     tightest = inputs if inputs[1] / inputs[0] <= outputs[1] / outputs[0] else outputs
     total = inputs[0] + outputs[0]
     headers += (
