@@ -12,6 +12,10 @@ is counted (not the kernel's share of its syscalls, nor redis-server, nor this c
 count is the same on a busy machine as on a quiet one, so it shows small changes that throughput
 runs on a shared machine cannot (their rounds differ by ±20%). Slow: a few minutes.
 
+Work on a timer is counted per second, not per request, and valgrind slows a server ~50x: the
+`redis://` figure includes ~2 reads of the shared settings generation (one every 10 ms) per request,
+where a server at full speed does one per ~20 requests.
+
 The ratio printed is bare / server: what the throughput ratio would be if every instruction cost
 the same and the kernel cost nothing. Needs valgrind (Debian's package `valgrind`).
 """

@@ -130,7 +130,8 @@ class Reply:
     usage: Usage
     diagnostics: dict[str, Any] | None = None  # cache-miss diagnosis, only when one was asked for
 
-    def message(self, message_id: str) -> dict[str, Any]:
+    def message(self, message_id: str, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The Message JSON; `usage` is `self.usage.to_json()` when the caller already has it."""
         # Key order as recorded from the real API.
         body = {
             "model": self.model,
@@ -140,7 +141,7 @@ class Reply:
             "content": [part.to_json() for part in self.parts],
             "stop_reason": self.stop_reason,
             "stop_sequence": self.stop_sequence,
-            "usage": self.usage.to_json(),
+            "usage": self.usage.to_json() if usage is None else usage,
         }
         if self.diagnostics is not None:
             body["diagnostics"] = self.diagnostics

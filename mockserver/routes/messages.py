@@ -34,6 +34,8 @@ from mockserver.validation import (
 from mockserver.web import json_response, new_request_id, raw_header, read_body
 
 SSE_HEADERS = {"cache-control": "no-cache"}
+# What a request that neither reads nor writes the cache gets (most); read only, never changed.
+_NO_CACHE = CacheOutcome()
 _FAULT_HEADER = FAULT_HEADER.encode()
 
 
@@ -65,7 +67,7 @@ async def create_message(request: Request) -> Response:
         chosen = await _apply_http_fault(state, request, fired, chosen)
         record.speed = chosen.speed
     mid = message_id()
-    cached = CacheOutcome()
+    cached = _NO_CACHE
     if settings.cache.enabled and PromptCache.applies(raw):
         cached = await _look_up_cache(state, parsed, org.name, chosen.model.id, chosen.speed)
     created = cached.created_tokens
@@ -101,7 +103,7 @@ async def create_message(request: Request) -> Response:
             await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
         finally:
             await settle(state, ticket, reply.usage.output_tokens)
-    return json_response(request, reply.message(mid), raw_headers=ticket.raw_headers)
+    return json_response(request, reply.message(mid, record.usage), raw_headers=ticket.raw_headers)
 
 
 def _note_request(record: RequestRecord, parsed: MessagesRequest, keep_body: bool) -> None:
