@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,38 +47,23 @@ def drive(url: str, count: int) -> None:
             client.post(url + "/v1/messages", content=mix[i % len(mix)]).raise_for_status()
 
 
-def wait_until_up(url: str) -> None:
-    end = time.monotonic() + STARTUP_DEADLINE
-    while time.monotonic() < end:
-        try:
-            httpx.get(url, timeout=5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not come up under valgrind within {STARTUP_DEADLINE:.0f} s")
-
-
 def callgrind_control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=120)
 
 
 @contextlib.contextmanager
-def under_callgrind(command: list[str], env: dict[str, str], out: Path) -> Iterator[subprocess.Popen[bytes]]:
+def under_callgrind(command: list[str], env: dict[str, str], out: Path) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+        throughput.stop(process)  # the dump is read by then; a kill after its grace period is fine
 
 
 def instructions_per_request(
@@ -89,7 +73,7 @@ def instructions_per_request(
     out = directory / f"{name}.callgrind"
     with under_callgrind([*command, "--port", str(port)], env, out) as process:
         url = f"http://127.0.0.1:{port}"
-        wait_until_up(url)
+        throughput.wait_until_up(url, deadline=STARTUP_DEADLINE)
         drive(url, args.warmup)
         callgrind_control("--zero", str(process.pid))
         drive(url, args.requests)
