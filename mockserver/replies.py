@@ -162,6 +162,7 @@ class Planner:
         parts: list[Part] = []
         stop_reason: StopReason = "end_turn"
         stop_sequence = None
+        thinking_tokens = 0
 
         thinking = raw.get("thinking") or {}
         if thinking.get("type") in ("enabled", "adaptive") and budget.left:
@@ -170,6 +171,7 @@ class Planner:
             digest = hashlib.sha256(("".join(pieces) + str(self.seed)).encode()).digest()
             signature = "Eo" + base64.b64encode(digest * 3).decode()
             parts.append(ThinkingPart(pieces, signature, thinking.get("display") != "omitted"))
+            thinking_tokens = len(pieces)
 
         canned = self.canned.match(raw.get("messages", ()), model)
         tool = _tool_to_call(raw, canned)
@@ -203,7 +205,6 @@ class Planner:
             stop_reason, stop_sequence = "max_tokens", None
         elif canned is not None and canned.stop_reason is not None and stop_reason == "end_turn":
             stop_reason = canned.stop_reason
-        thinking_tokens = sum(len(p.pieces) for p in parts if isinstance(p, ThinkingPart))
         usage = Usage(input_tokens, budget.used, speed, thinking_tokens=thinking_tokens)
         return Reply(model, tuple(parts), stop_reason, stop_sequence, usage)
 
@@ -245,7 +246,8 @@ def _sentences(rng: random.Random, tokens: int) -> list[str]:
     """`tokens` pieces of sentence-shaped text: a seeded window into a fixed corpus (slicing is far
     cheaper than drawing every word, and replies are on the hot path of every request)."""
     corpus, starts = _corpus()
-    start = rng.randrange(len(corpus) - tokens) if tokens < len(corpus) else 0
+    # randrange(n) is _randbelow(n) once its argument checks pass; n is a positive int here.
+    start = rng._randbelow(len(corpus) - tokens) if tokens < len(corpus) else 0
     start = starts[bisect.bisect_right(starts, start) - 1]  # back to the sentence it falls in
     pieces = corpus[start : start + tokens]
     while len(pieces) < tokens:
@@ -291,7 +293,10 @@ def _tool_to_call(raw: Mapping[str, Any], canned: CannedReply | None) -> tuple[s
     `any`/`tool` force a call. Under `auto` the mock calls a tool when the last user turn names it
     (and is not itself a tool result), which lets tests drive a tool loop deterministically.
     """
-    tools = {t["name"]: t["input_schema"] for t in raw.get("tools") or () if "input_schema" in t}
+    listed = raw.get("tools")
+    if not listed:  # most requests: nothing to call, and no canned tool can be among the tools
+        return None
+    tools = {t["name"]: t["input_schema"] for t in listed if "input_schema" in t}
     choice = raw.get("tool_choice") or {"type": "auto"}
     if canned is not None and canned.tool_name in tools:
         return canned.tool_name, tools[canned.tool_name], canned.tool_input
