@@ -14,7 +14,8 @@ runs on a shared machine cannot (their rounds differ by ±20%). Slow: a few minu
 
 Work on a timer is counted per second, not per request, and valgrind slows a server ~50x: the
 `redis://` figure includes ~2 reads of the shared settings generation (one every 10 ms) per request,
-where a server at full speed does one per ~20 requests.
+where a server at full speed does one per ~20 requests; and with one request at a time each journal
+row is its own Redis write, where under load a write carries the rows of a dozen requests.
 
 The ratio printed is bare / server: what the throughput ratio would be if every instruction cost
 the same and the kernel cost nothing. Needs valgrind (Debian's package `valgrind`).
