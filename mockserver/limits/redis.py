@@ -48,7 +48,7 @@ class RedisBucketStore:
         check_unique(draws)
         if not draws:
             return Admission(True, {})
-        reply = await self._run("acquire", draws, None, now)
+        reply = await self._run("acquire", draws, [(d.cost, d.refund) for d in draws], now)
         admitted, retry_after, limiting, never_fits, levels = reply
         return Admission(
             admitted=admitted,
@@ -87,23 +87,15 @@ class RedisBucketStore:
         return f"{self.key_prefix}limits:"
 
     async def _run(
-        self,
-        op: str,
-        draws: Sequence[Draw],
-        amounts: Sequence[tuple[float, float]] | None,
-        now: float | None,
+        self, op: str, draws: Sequence[Draw], amounts: Sequence[tuple[float, float]], now: float | None
     ) -> tuple[bool, float, int, bool, dict[str, float]]:
-        """`amounts`: (amount, refund) per draw; None for each draw's own (cost, refund)."""
+        """`amounts`: (amount, refund) per draw."""
         if now is None and not self._use_server_time:
             now = self._clock.now()
         args: list[str] = [op, "" if now is None else repr(float(now)), repr(float(self._expiry_margin))]
-        # A Draw's numbers are floats already, so repr() spells them exactly as float() reads them back.
-        if amounts is None:
-            for draw in draws:
-                args += (repr(draw.capacity), repr(draw.rate), repr(draw.cost), repr(draw.refund))
-        else:
-            for draw, (amount, refund) in zip(draws, amounts, strict=True):
-                args += (repr(draw.capacity), repr(draw.rate), repr(float(amount)), repr(float(refund)))
+        # A Draw's capacity and rate are floats already: repr() spells them as float() reads them back.
+        for draw, (amount, refund) in zip(draws, amounts, strict=True):
+            args += (repr(draw.capacity), repr(draw.rate), repr(float(amount)), repr(float(refund)))
         prefix = self._bucket_prefix()
         keys = [prefix + d.key for d in draws]
         reply = await self._redis.evalsha(_script(), keys, args)
