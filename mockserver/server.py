@@ -16,6 +16,7 @@ import uvicorn
 
 from mockserver.app import create_app
 from mockserver.clock import Clock
+from mockserver.http_protocol import CoalescingHTTPProtocol
 from mockserver.settings import Settings
 
 
@@ -43,6 +44,7 @@ def uvicorn_config(app: Any, **overrides: Any) -> uvicorn.Config:
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
+        "http": CoalescingHTTPProtocol,
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
