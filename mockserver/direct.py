@@ -38,7 +38,7 @@ class DirectRoutes:
         self.state = recorder.state
 
     async def serve(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.state.shared:  # only another process can have changed what this one runs on
+        if self.state.needs_sync():  # only another process can have changed what this one runs on
             await self.state.sync()
         record = self.recorder.open(scope, receive)
         request = Request(scope, receive, send)

@@ -143,7 +143,7 @@ class RecordingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.state.shared:  # only another process can have changed what this one runs on
+        if self.state.needs_sync():  # only another process can have changed what this one runs on
             await self.state.sync()
         if not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)

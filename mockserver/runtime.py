@@ -98,6 +98,8 @@ class ServerState:
         self.shared = not storage.startswith("memory:")
         self.sync_interval = _SHARED_SYNC_INTERVAL if self.shared else 0.0
         self._fresh_until = 0.0  # a completed read that started at t is trusted until t + sync_interval
+        # From then on a request starts the next read ahead of need (half an interval early).
+        self.refresh_due = 0.0
         self._changing: asyncio.Lock | None = None  # one read or admin change of this worker at a time
         self._changing_loop: asyncio.AbstractEventLoop | None = None
         self._refresh: asyncio.Task[None] | None = None  # the generation read in flight, if any
@@ -144,6 +146,11 @@ class ServerState:
             await self._publish()
         await self._let_workers_see_it()
 
+    def needs_sync(self) -> bool:
+        """Whether `sync` has anything to do; checked without a coroutine by every request, because
+        under load nearly all of them find the last read fresh and no new one due."""
+        return self.shared and time.monotonic() >= self.refresh_due
+
     async def sync(self) -> None:
         """Pick up what another worker changed (settings patches, faults, a reset) since we last looked.
 
@@ -187,6 +194,7 @@ class ServerState:
             self.created_faults = await self.faults.created()
             self._generation = generation
         self._fresh_until = started + self.sync_interval
+        self.refresh_due = self._fresh_until - self.sync_interval / 2
 
     def _exclusive(self) -> asyncio.Lock:
         # Reads and changes of the generation must not interleave: a read that began before this
