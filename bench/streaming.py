@@ -114,7 +114,9 @@ def serve(config_file):
         app = create_app(settings, clock=InstantClock() if config["kind"] == "instant" else None)
     sock = bind_socket("127.0.0.1", 0)
     print(sock.getsockname()[1], flush=True)
-    server = uvicorn.Server(uvicorn_config(app, log_level="warning"))
+    # The baseline is Starlette on stock uvicorn unless asked for mockserver's coalescing transport.
+    stock = {"http": "auto"} if config["kind"] == "bare" and not config.get("coalescing") else {}
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", **stock))
 
     def exit_when_stdin_closes():  # the parent's way to stop us without a signal
         sys.stdin.read()
@@ -411,13 +413,21 @@ async def bench_unpaced(replies):
         events_file = OUT / "unpaced-events.sse"
         events_file.write_bytes(bytes(sample.body))
         bare = Server("unpaced-bare", {"kind": "bare", "events": str(events_file)})
+        # The same bare app on mockserver's transport (http_protocol.py), to show what that part is worth.
+        joined = Server(
+            "unpaced-bare-coalescing", {"kind": "bare", "events": str(events_file), "coalescing": True}
+        )
         try:
-            rates = {"bare": [], "mock": []}
-            for _ in range(UNPACED_ROUNDS):  # interleaved, so a noisy moment hits both
+            rates = {"bare": [], "mock": [], "bare_coalescing": []}
+            for _ in range(UNPACED_ROUNDS):  # interleaved, so a noisy moment hits all
                 rates["bare"].append(await events_per_second(bare.port, payload, UNPACED_SECONDS))
                 rates["mock"].append(await events_per_second(mock.port, payload, UNPACED_SECONDS))
+                rates["bare_coalescing"].append(
+                    await events_per_second(joined.port, payload, UNPACED_SECONDS)
+                )
         finally:
             bare.stop()
+            joined.stop()
     finally:
         mock.stop()
     costs = await in_process_costs(replies, payload, events_file, sample.events)
@@ -713,6 +723,11 @@ async def main():
     print(
         f"(a) {sample_events:,} events per response ({LONG_TOKENS:,} tokens), "
         f"{UNPACED_CONNECTIONS} connections, best of {UNPACED_ROUNDS} rounds of {UNPACED_SECONDS:g} s each"
+    )
+    print(
+        f"(a) the bare app on mockserver's coalescing transport instead of stock uvicorn: "
+        f"{rates['bare_coalescing']:,.0f} events/s (mockserver / that = "
+        f"{rates['mock'] / rates['bare_coalescing']:.2f})"
     )
     print(
         f"(a) CPU per event without sockets: bare Starlette {costs['bare']:.2f} us, mockserver "
