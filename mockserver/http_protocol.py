@@ -4,8 +4,8 @@ uvicorn writes a response's status line and headers in one `transport.write` and
 another, and each write is a `send` syscall and, with TCP_NODELAY, a TCP segment of its own that
 wakes the client up. Holding the writes until the end of the loop turn they were made in (a
 `call_soon`) sends a whole non-streaming reply as one segment: the server's system time per
-request halves (bench/throughput.py). Nothing waits longer than that turn: a stream's events still
-leave as soon as they are written, and a write before a close or an abort is sent first.
+request halves (bench/throughput.py). Nothing waits longer than that turn: a stream's events leave
+at the end of the turn they were written in, and a write before a close or an abort is sent first.
 """
 
 from __future__ import annotations
@@ -37,9 +37,13 @@ class CoalescingTransport:
 
     def flush(self) -> None:
         pending = self._pending
-        if pending:
+        if not pending:
+            return
+        # The peer may have gone between the write and the end of its turn; uvicorn itself never
+        # writes to a lost connection (uvloop raises), so neither do we: there is nobody to read it.
+        if not self._transport.is_closing():
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-            pending.clear()
+        pending.clear()
 
     def close(self) -> None:
         self.flush()

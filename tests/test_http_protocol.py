@@ -65,6 +65,19 @@ def test_close_and_abort_send_what_was_written_first() -> None:
     assert aborted == [("write", b"last words"), ("abort", b"")]
 
 
+def test_nothing_is_written_to_a_connection_lost_before_the_turn_ended() -> None:
+    async def scenario() -> list[tuple[str, bytes]]:
+        inner = RecordingTransport()
+        transport = CoalescingTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"too late")
+        inner.closing = True  # the peer went away earlier in the same turn
+        await asyncio.sleep(0)
+        assert transport.get_write_buffer_size() == 7  # dropped, not kept for a later write
+        return inner.calls
+
+    assert asyncio.run(scenario()) == []
+
+
 def test_served_connections_write_through_it(server: MockServer) -> None:
     body = json.dumps(
         {"model": "claude-opus-4-7", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
