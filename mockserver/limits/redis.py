@@ -2,20 +2,38 @@
 
 One Lua script (`redis.lua`) reads, decides and writes all buckets of a request atomically, with the
 same arithmetic as `bucket.py`. It talks to Redis through `mockserver.redis_client` (hiredis, imported
-only when a store is built). Each bucket is a hash {level, updated} that expires a little after it
+only when a store is built). Each bucket is a string "level updated" that expires a little after it
 would be full again, because a missing bucket is a full one.
+
+The requests that reach the store in one pass of the event loop go to Redis as one script call and
+run there one after another, as separate calls would: under load a dozen requests share the cost of
+an EVALSHA, which in Redis is more than the bucket work of a small request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
 from mockserver.clock import Clock, SystemClock
 from mockserver.limits.bucket import Admission, Draw, check_unique
 from mockserver.limits.store import InvalidStoreURI
-from mockserver.redis_client import RedisClient, Script, redact
+from mockserver.redis_client import RedisClient, ResponseError, Script, redact
+
+
+class _Batch:
+    """The script calls of one loop pass: KEYS and ARGV of one EVALSHA, and who waits for which reply."""
+
+    __slots__ = ("args", "keys", "loop", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.keys: list[str] = []
+        self.args: list[Any] = [0]  # the number of calls, set when it is sent
+        self.waiting: list[asyncio.Future[Any]] = []
 
 
 class RedisBucketStore:
@@ -43,6 +61,9 @@ class RedisBucketStore:
         self._clock = clock if clock is not None else SystemClock()
         self._use_server_time = use_server_time
         self._expiry_margin = expiry_margin
+        self._margin_text = repr(float(expiry_margin))
+        self._batch: _Batch | None = None  # the one still taking calls
+        self._sending: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
 
     async def acquire(self, draws: Sequence[Draw], now: float | None = None) -> Admission:
         check_unique(draws)
@@ -92,14 +113,24 @@ class RedisBucketStore:
         """`amounts`: (amount, refund) per draw."""
         if now is None and not self._use_server_time:
             now = self._clock.now()
-        args: list[str] = [op, "" if now is None else repr(float(now)), repr(float(self._expiry_margin))]
+        loop = asyncio.get_running_loop()
+        batch = self._batch
+        if batch is None or batch.loop is not loop:
+            batch = self._batch = _Batch(loop)
+            # Its first step comes after the calls this pass has already made ready: they join.
+            sending = loop.create_task(self._send(batch))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+        prefix = self._bucket_prefix()
+        batch.keys += [prefix + d.key for d in draws]
+        args = batch.args
+        args += (op, "" if now is None else repr(float(now)), self._margin_text, len(draws))
         # A Draw's capacity and rate are floats already: repr() spells them as float() reads them back.
         for draw, (amount, refund) in zip(draws, amounts, strict=True):
             args += (repr(draw.capacity), repr(draw.rate), repr(float(amount)), repr(float(refund)))
-        prefix = self._bucket_prefix()
-        keys = [prefix + d.key for d in draws]
-        reply = await self._redis.evalsha(_script(), keys, args)
-        admitted, retry_after, limiting, never_fits, *levels = reply
+        reply = loop.create_future()
+        batch.waiting.append(reply)
+        admitted, retry_after, limiting, never_fits, *levels = await reply
         return (
             int(admitted) == 1,
             float(retry_after),
@@ -107,6 +138,38 @@ class RedisBucketStore:
             int(never_fits) == 1,
             {d.key: float(level) for d, level in zip(draws, levels, strict=True)},
         )
+
+    async def _send(self, batch: _Batch) -> None:
+        if self._batch is batch:
+            self._batch = None
+        batch.args[0] = len(batch.waiting)
+        try:
+            replies = await self._redis.evalsha(_script(), batch.keys, batch.args)
+        except Exception as exc:  # StoreUnavailable above all: every caller in the batch gets it
+            for waiting in batch.waiting:
+                if not waiting.done():
+                    waiting.set_exception(_own_copy(exc))
+            return
+        except BaseException:  # cancelled with its loop: so are the callers, or they would hang
+            for waiting in batch.waiting:
+                waiting.cancel()
+            raise
+        for waiting, reply in zip(batch.waiting, replies, strict=True):
+            if waiting.done():  # its caller was cancelled; Redis ran its call all the same
+                continue
+            if isinstance(reply, ResponseError):
+                waiting.set_exception(reply)
+            else:
+                waiting.set_result(reply)
+
+
+def _own_copy(exc: Exception) -> Exception:
+    """A fresh exception per caller: one instance raised in many tasks would gather all their
+    tracebacks."""
+    try:
+        return type(exc)(*exc.args)
+    except Exception:
+        return exc
 
 
 @functools.cache

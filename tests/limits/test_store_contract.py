@@ -191,6 +191,71 @@ def test_concurrent_acquires_from_two_clients_never_over_admit(redis_url: str, r
 
 
 @pytest.mark.redis
+def test_calls_of_one_loop_pass_are_one_script_call_with_serial_answers(
+    redis_url: str, runner: asyncio.Runner
+):
+    batched = RedisBucketStore(redis_url, key_prefix=unique_key_prefix())
+    memory = MemoryBucketStore()
+    calls: list[int] = []
+    real = batched._redis.evalsha
+
+    async def counting(script, keys=(), args=()):
+        calls.append(int(args[0]))
+        return await real(script, keys, args)
+
+    batched._redis.evalsha = counting  # type: ignore[method-assign]
+    # Fits, fits, never fits, refund, rejection with a wait, a peek and an adjust, all in one pass:
+    # each must answer as if the calls had been made one at a time, in order.
+    script = [
+        ("acquire", [Draw("k", 60.0, 25.0, 1.0), Draw("o", 100.0, 10.0, 2.0)]),
+        ("acquire", [Draw("k", 60.0, 25.0, 1.0)]),
+        ("acquire", [Draw("k", 60.0, 61.0, 1.0)]),
+        ("acquire", [Draw("o", 100.0, 50.0, 2.0, 20.0)]),
+        ("acquire", [Draw("k", 60.0, 20.0, 1.0), Draw("o", 100.0, 1.0, 2.0)]),
+        ("levels", [Draw("k", 60.0, 0.0, 1.0), Draw("o", 100.0, 0.0, 2.0)]),
+        ("adjust", [Draw("k", 60.0, 0.0, 1.0)]),
+    ]
+
+    def call(store, op: str, draws: list[Draw]):
+        if op == "adjust":
+            return store.adjust("k", 60.0, 1.0, 7.0, now=T0)
+        return getattr(store, op)(draws, now=T0)
+
+    async def go() -> tuple[list, list]:
+        try:
+            together = await asyncio.gather(*(call(batched, op, draws) for op, draws in script))
+        finally:
+            await batched.close()
+        one_by_one = [await call(memory, op, draws) for op, draws in script]
+        return together, one_by_one
+
+    together, one_by_one = runner.run(go())
+    assert calls == [len(script)]
+    assert together == one_by_one
+    assert [a.admitted for a in together[:5]] == [True, True, False, True, False]
+
+
+@pytest.mark.redis
+def test_every_caller_of_a_batch_gets_the_outage(runner: asyncio.Runner):
+    with running_redis_server() as server:
+        store = RedisBucketStore(server.url, key_prefix=unique_key_prefix())
+        try:
+            runner.run(store.ping())
+            server.stop()
+
+            async def many() -> list[BaseException | Admission]:
+                return await asyncio.gather(
+                    *(store.acquire([draw(1)], now=T0) for _ in range(5)), return_exceptions=True
+                )
+
+            failures = runner.run(many())
+            assert all(isinstance(f, StoreUnavailable) for f in failures)
+            assert len({id(f) for f in failures}) == 5  # one exception each, not one shared
+        finally:
+            runner.run(store.close())
+
+
+@pytest.mark.redis
 def test_outage_fails_fast_and_recovers_on_restart(runner: asyncio.Runner):
     with running_redis_server() as server:
         store = RedisBucketStore(server.url, key_prefix=unique_key_prefix())
