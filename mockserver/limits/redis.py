@@ -113,6 +113,14 @@ class RedisBucketStore:
         """`amounts`: (amount, refund) per draw."""
         if now is None and not self._use_server_time:
             now = self._clock.now()
+        prefix = self._bucket_prefix()
+        keys = [prefix + d.key for d in draws]
+        args = [op, "" if now is None else repr(float(now)), self._margin_text, len(draws)]
+        # A Draw's capacity and rate are floats already: repr() spells them as float() reads them back.
+        for draw, (amount, refund) in zip(draws, amounts, strict=True):
+            args += (repr(draw.capacity), repr(draw.rate), repr(float(amount)), repr(float(refund)))
+        # Only now, with nothing left to fail, does the call join a batch: its keys, its arguments
+        # and its waiter must go in together or the batch's replies would go to the wrong callers.
         loop = asyncio.get_running_loop()
         batch = self._batch
         if batch is None or batch.loop is not loop:
@@ -121,14 +129,9 @@ class RedisBucketStore:
             sending = loop.create_task(self._send(batch))
             self._sending.add(sending)
             sending.add_done_callback(self._sending.discard)
-        prefix = self._bucket_prefix()
-        batch.keys += [prefix + d.key for d in draws]
-        args = batch.args
-        args += (op, "" if now is None else repr(float(now)), self._margin_text, len(draws))
-        # A Draw's capacity and rate are floats already: repr() spells them as float() reads them back.
-        for draw, (amount, refund) in zip(draws, amounts, strict=True):
-            args += (repr(draw.capacity), repr(draw.rate), repr(float(amount)), repr(float(refund)))
         reply = loop.create_future()
+        batch.keys += keys
+        batch.args += args
         batch.waiting.append(reply)
         admitted, retry_after, limiting, never_fits, *levels = await reply
         return (
@@ -145,6 +148,8 @@ class RedisBucketStore:
         batch.args[0] = len(batch.waiting)
         try:
             replies = await self._redis.evalsha(_script(), batch.keys, batch.args)
+            if not isinstance(replies, list) or len(replies) != len(batch.waiting):
+                raise ResponseError(f"the bucket script answered {replies!r} to {len(batch.waiting)} calls")
         except Exception as exc:  # StoreUnavailable above all: every caller in the batch gets it
             for waiting in batch.waiting:
                 if not waiting.done():
@@ -154,7 +159,7 @@ class RedisBucketStore:
             for waiting in batch.waiting:
                 waiting.cancel()
             raise
-        for waiting, reply in zip(batch.waiting, replies, strict=True):
+        for waiting, reply in zip(batch.waiting, replies, strict=True):  # lengths checked above
             if waiting.done():  # its caller was cancelled; Redis ran its call all the same
                 continue
             if isinstance(reply, ResponseError):
