@@ -26,7 +26,7 @@ from mockserver.runtime import ServerState
 Speed = Literal["standard", "fast"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Ticket:
     """An admitted request's reservation; `settle` it exactly once."""
 
@@ -65,12 +65,12 @@ async def admit(
         admission = await state.buckets.acquire(draws, now)
     except StoreUnavailable as exc:
         raise ServiceUnavailableError(f"rate limiter unavailable: {exc}") from None
-    levels = admission.levels
+    levels = admission.levels  # made for this call by the store: ours to change
     if admission.admitted and draws[-1].refund:
         # The headers report the level with max_tokens reserved, as for a reply still being
         # generated: what the buckets looked like when the request was admitted.
         output = draws[-1]
-        levels = {**levels, output.key: levels[output.key] - output.refund}
+        levels[output.key] -= output.refund
     raw_headers = plan.headers(levels, state.clock.now() if now is None else now)
     if admission.admitted:
         # The plan puts the output bucket last, charged max_tokens: that is the reservation.
