@@ -32,6 +32,7 @@ class CoalescingTransport:
         self._pending.append(bytes(data))
 
     def writelines(self, chunks: list[bytes]) -> None:
+        # Not left to __getattr__: the transport's own would jump ahead of what is pending.
         for chunk in chunks:
             self.write(chunk)
 

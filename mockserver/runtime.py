@@ -164,7 +164,7 @@ class ServerState:
             return  # nobody else writes a memory store
         arrived = time.monotonic()
         for _ in range(2):  # a read started after we arrived always qualifies, unless it failed
-            if arrived >= self._fresh_until - self.sync_interval / 2:
+            if arrived >= self.refresh_due:
                 self._refresh_soon()  # so that requests seldom have to wait for one
             if arrived < self._fresh_until:
                 return
