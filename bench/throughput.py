@@ -10,8 +10,11 @@ be 20% off the next. Every server gets the same request mix (fast and standard, 
 ~10k-token prompts) from `wrk` in another process (a Python load generator is used when wrk is
 missing). mockserver runs with its full hot path:
 validation, tokenizer, limiter (limits high enough never to reject), prompt-cache lookup, journal and
-metrics; only the modelled generation time is turned off. Prints requests/s, p50/p99 latency, and
-the ratio mockserver / bare.
+metrics; only the modelled generation time is turned off. Prints requests/s, p50/p99 latency, the
+share of one core each server used during its run, and the ratio mockserver / bare. The targets are
+judged only if every server was its run's bottleneck (>= 80% of a core): with a load generator that
+cannot keep up (the Python one, which tops out near 700 requests/s) the ratio measures the client.
+Exit status: 0 all targets met, 1 one missed, 2 not judged.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"memory": 0.7, "redis": 0.5}
+# A ratio of requests/s compares servers only if each was the bottleneck of its run: below this share
+# of one core the load generator (or something else on the machine) set the pace, not the server.
+SATURATED = 0.8
 LONG_PROMPT = " ".join(f"word{i % 97} and more text" for i in range(2500))  # about 10k tokens
 
 BARE_APP = """
@@ -141,6 +147,15 @@ def to_ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far (Linux /proc); None where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_python_load(url: str, seconds: int, connections: int) -> dict[str, float]:
     """Fallback load generator: asyncio + httpx in this process (slower than wrk; ratios still hold)."""
     import asyncio
@@ -218,6 +233,18 @@ def load(url: str, args: argparse.Namespace, script: Path | None) -> dict[str, f
     return run_python_load(url, args.seconds, args.connections)
 
 
+def loaded(
+    process: subprocess.Popen[str], url: str, args: argparse.Namespace, script: Path | None
+) -> dict[str, float]:
+    """One run of the load, with the share of one core the server used during it (nan if unknown)."""
+    before, started = cpu_seconds(process.pid), time.monotonic()
+    result = load(url, args, script)
+    after, elapsed = cpu_seconds(process.pid), time.monotonic() - started
+    known = before is not None and after is not None
+    result["cpu"] = (after - before) / elapsed if known else float("nan")  # type: ignore[operator]
+    return result
+
+
 def measure(
     name: str, process: subprocess.Popen[str], url: str, args: argparse.Namespace, script: Path | None
 ) -> dict[str, float]:
@@ -284,12 +311,13 @@ def main() -> int:
             # Rounds take turns, so a slow spell of a shared machine hurts every server alike.
             rounds: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
             for number in range(1, args.rounds + 1):
-                for name, (_, url) in servers.items():
-                    result = load(url, args, script)
+                for name, (process, url) in servers.items():
+                    result = loaded(process, url, args, script)
                     rounds[name].append(result)
                     print(
                         f"  round {number}  {name:<7} {result['rps']:>9.0f} req/s   "
-                        f"p50 {result['p50_ms']:>6.2f} ms   p99 {result['p99_ms']:>7.2f} ms"
+                        f"p50 {result['p50_ms']:>6.2f} ms   p99 {result['p99_ms']:>7.2f} ms   "
+                        f"server CPU {result['cpu']:.0%}"
                     )
         finally:
             for process, _ in servers.values():
@@ -297,9 +325,12 @@ def main() -> int:
         results = {name: median_round(found) for name, found in rounds.items()}
 
     print()
-    print("| server | requests/s | p50 ms | p99 ms | ratio to bare | target |")
-    print("|---|---|---|---|---|---|")
-    verdict = 0
+    print("| server | requests/s | p50 ms | p99 ms | server CPU | ratio to bare | target |")
+    print("|---|---|---|---|---|---|---|")
+    missed = unjudged = False
+    # Judged only if every server was the bottleneck of its runs (bare included: a ratio against a
+    # bare server held back by the load generator says nothing either).
+    idle = {name: r["cpu"] for name, r in results.items() if not r["cpu"] >= SATURATED}
     for name, label in (
         ("bare", "bare Starlette"),
         ("memory", "mockserver, memory://"),
@@ -312,13 +343,26 @@ def main() -> int:
             mine["rps"] / bare["rps"] for mine, bare in zip(rounds[name], rounds["bare"], strict=True)
         )
         target = TARGETS.get(name)
-        status = "" if target is None else (f"≥ {target} {'PASS' if ratio >= target else 'MISS'}")
-        if target is not None and ratio < target:
-            verdict = 1
+        if target is None:
+            status = ""
+        elif idle:
+            status, unjudged = f"≥ {target} not judged", True
+        else:
+            status = f"≥ {target} {'PASS' if ratio >= target else 'MISS'}"
+            missed = missed or ratio < target
         print(
-            f"| {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio:.2f} | {status} |"
+            f"| {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu']:.0%} "
+            f"| {ratio:.2f} | {status} |"
         )
-    return verdict
+    if idle:
+        servers_text = ", ".join(f"{name} at {cpu:.0%}" for name, cpu in idle.items())
+        print(
+            f"\nNot judged: {servers_text} of a core in its median round (needs {SATURATED:.0%}), so "
+            "the load generator set the pace, not the server"
+            + ("" if script is not None else "; install wrk (apt-get install wrk)")
+            + "."
+        )
+    return 1 if missed else 2 if unjudged else 0
 
 
 if __name__ == "__main__":
