@@ -157,7 +157,8 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def run_python_load(url: str, seconds: int, connections: int) -> dict[str, float]:
-    """Fallback load generator: asyncio + httpx in this process (slower than wrk; ratios still hold)."""
+    """Fallback load generator: asyncio + httpx in this process. It tops out (~700 requests/s here)
+    long before a server does, so `main` then reports the ratios as not judged."""
     import asyncio
 
     async def main() -> dict[str, float]:
@@ -330,7 +331,8 @@ def main() -> int:
     missed = unjudged = False
     # Judged only if every server was the bottleneck of its runs (bare included: a ratio against a
     # bare server held back by the load generator says nothing either).
-    idle = {name: r["cpu"] for name, r in results.items() if not r["cpu"] >= SATURATED}
+    # (Unknown without /proc: nan, which is never below the bar, so the targets are judged as before.)
+    idle = {name: r["cpu"] for name, r in results.items() if r["cpu"] < SATURATED}
     for name, label in (
         ("bare", "bare Starlette"),
         ("memory", "mockserver, memory://"),
