@@ -78,11 +78,15 @@ class FakeClock:
 
     async def sleep_until(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
         with self._lock:
             if deadline <= self._now:
                 return
-            heapq.heappush(self._sleepers, (deadline, next(self._order), loop, future))
+        future: asyncio.Future[None] = loop.create_future()
+        # Counted (and wakeable) from the next pass of its loop, once the callbacks queued before it
+        # have run: among them the flush of what its task wrote before sleeping (mockserver's
+        # transport sends a loop turn's writes at the turn's end), so a test that sees every stream
+        # asleep can read everything they sent.
+        loop.call_soon(self._add_sleeper, deadline, loop, future)
         try:
             await future
         finally:
@@ -92,6 +96,17 @@ class FakeClock:
                 with self._lock:
                     self._sleepers = [s for s in self._sleepers if s[3] is not future]
                     heapq.heapify(self._sleepers)
+
+    def _add_sleeper(
+        self, deadline: float, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+    ) -> None:
+        with self._lock:
+            if future.done():  # cancelled before it was counted
+                return
+            if deadline > self._now:
+                heapq.heappush(self._sleepers, (deadline, next(self._order), loop, future))
+                return
+        future.set_result(None)  # the clock passed the deadline before this pass
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_until(self.now() + seconds)

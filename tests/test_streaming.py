@@ -24,6 +24,7 @@ import pytest
 from mockserver import streaming
 from mockserver.clock import FakeClock
 from mockserver.events import reply_events
+from mockserver.http_protocol import CoalescingTransport
 from mockserver.replies import Reply, TextPart, Usage
 from mockserver.routes import messages as messages_route
 from mockserver.runtime import Runtime
@@ -125,8 +126,9 @@ class RawStream:
 def settle(clock, streams):
     """Wait until every live stream is asleep on the clock again, then read what it wrote.
 
-    A stream writes before it goes back to sleep, and loopback delivers a write at once, so once
-    the sleepers are back everything due so far is readable.
+    A stream writes before it goes back to sleep, a sleeper is counted only once the loop turn it
+    slept in has ended (when the server's transport sends that turn's writes), and loopback delivers
+    a write at once, so once the sleepers are back everything due so far is readable.
     """
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
@@ -364,6 +366,26 @@ def test_fast_and_standard_differ_in_output_speed_not_in_time_to_first_token(sta
     assert measured["standard"][0] != pytest.approx(1.2, abs=1e-3)  # the jitter moved it, for both
     assert measured["standard"][1] == pytest.approx(55.0, rel=1e-6)
     assert measured["fast"][1] / measured["standard"][1] == pytest.approx(2.5, rel=1e-6)
+
+
+def test_what_a_stream_writes_before_sleeping_is_readable_once_it_sleeps(start_server, monkeypatch):
+    # The server's transport sends a loop turn's writes at the turn's end, after the stream has gone
+    # back to sleep on the clock; a slow end of turn must not let `settle` read too early (it did:
+    # the first events then arrived stamped with the next deadline's time).
+    flush = CoalescingTransport.flush
+
+    def slow_flush(self):
+        if any(b"event: message_start" in chunk for chunk in self._pending):  # the turn before the TTFT sleep
+            time.sleep(0.05)
+        flush(self)
+
+    monkeypatch.setattr(CoalescingTransport, "flush", slow_flush)
+    clock = FakeClock(start=T0)
+    server = start_server(clock=clock, timing=EXACT)
+    stream = RawStream(server.url, CASES["text"])
+    drive(clock, [stream])
+    assert [name for at, name, _ in stream.events if at == T0][:2] == ["message_start", "content_block_start"]
+    assert stream.events[-1][1] == "message_stop"
 
 
 def test_non_streaming_waits_as_long_as_the_stream_takes(start_server):
