@@ -241,8 +241,7 @@ def loaded(
     before, started = cpu_seconds(process.pid), time.monotonic()
     result = load(url, args, script)
     after, elapsed = cpu_seconds(process.pid), time.monotonic() - started
-    known = before is not None and after is not None
-    result["cpu"] = (after - before) / elapsed if known else float("nan")  # type: ignore[operator]
+    result["cpu"] = float("nan") if before is None or after is None else (after - before) / elapsed
     return result
 
 
