@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
-SERVICE_DOC = ROOT / "README.md"  # its "Environment variables" table
+SERVICE_DOC = ROOT / "docs" / "service.md"  # its "Environment variables" table
 README = ROOT / "README.md"
 SERVICE = "mockserver"
 HEALTH_PATH = "/_admin/health"
@@ -53,7 +53,7 @@ API_HEADERS = {"anthropic-version": "2023-06-01"}
 # One limit for the whole test server; each test uses API keys of its own (each key is an organisation).
 REQUESTS_PER_MINUTE = 10
 BURST_MODEL = "claude-opus-4-6"  # used by the admission test only, so its per-worker counts are its own
-# Variables a service is likely to set: the README table must have at least these.
+# Variables a service is likely to set: the docs/service.md table must have at least these.
 LIKELY_SET = {
     f"MOCKSERVER_{name}"
     for name in (
@@ -168,7 +168,7 @@ def mockserver_variables(env: dict[str, str]) -> set[str]:
 
 
 def documented_variables() -> set[str]:
-    """The first-column variables of the environment table in the README."""
+    """The first-column variables of the environment table in docs/service.md."""
     return set(re.findall(r"^\| `(MOCKSERVER_[A-Z0-9_]+)` \|", SERVICE_DOC.read_text(), re.MULTILINE))
 
 
