@@ -193,10 +193,15 @@ def read_response_headers(headers: list[tuple[bytes, bytes]]) -> tuple[float | N
 
 
 def _retry_count(scope: Scope) -> int | None:
+    # Only noted, never checked: anything but a plausible count (a word, a 5,000-digit number, which
+    # `int` refuses) is recorded as unknown rather than failing the request it came with.
     for key, value in scope["headers"]:
         if key == b"x-stainless-retry-count":
-            return int(value) if value.isdigit() else None
+            return int(value) if value.isdigit() and len(value) <= _MAX_RETRY_COUNT_DIGITS else None
     return None
+
+
+_MAX_RETRY_COUNT_DIGITS = 9
 
 
 def _log_access(record: RequestRecord, fmt: str) -> None:
