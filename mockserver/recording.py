@@ -57,8 +57,9 @@ class Recorder:
 
     async def close(self, record: RequestRecord, first_token_at: float | None, streaming: bool) -> None:
         self._finish(record, self.state.clock.now(), first_token_at, streaming)
-        settings = self.state.runtime.settings
-        self.state.metrics.observe(record)
+        runtime = self.state.runtime
+        settings = runtime.settings
+        self.state.metrics.observe(record, runtime.catalog)
         if settings.log.access:
             _log_access(record, settings.log.format)
         appends: list[tuple[str, Any, int]] = []

@@ -246,3 +246,23 @@ def test_a_numeric_admin_token_from_the_environment():
         assert httpx.get(f"{server.url}/_admin/requests").status_code == 401
         with AdminClient(server.url, token="123456") as admin:
             assert admin.requests() == []
+
+
+def test_unknown_models_share_one_metrics_label(running):
+    server, _, client = running
+    names = [f"claude-made-up-{i}" for i in range(5)]
+    for name in names:
+        with pytest.raises(anthropic.NotFoundError):
+            client.messages.create(model=name, max_tokens=7, messages=HELLO)
+    with pytest.raises(anthropic.BadRequestError):  # an alias refused after its model was known
+        client.messages.create(model="claude-opus-4-7", max_tokens=7, speed="fast", messages=HELLO)
+    text = httpx.get(f"{server.url}/metrics").text
+    assert not any(name in text for name in names)
+    samples = _samples(server.url)
+    other = ("mockserver_requests_total", (("model", "other"), ("speed", "standard"), ("status", "404")))
+    assert samples[other] == 5
+    refused = (
+        "mockserver_requests_total",
+        (("model", "claude-opus-4-7"), ("speed", "fast"), ("status", "400")),
+    )
+    assert samples[refused] == 1
