@@ -200,7 +200,8 @@ class Settings(_Frozen):
     key_prefix: str = "mockserver:"
     workers: int = Field(default=1, ge=1)  # server processes; more than one needs redis:// storage
     max_body_bytes: int = Field(default=32 * MiB, gt=0)
-    # Empty: any non-empty key is accepted (the common case for a test double).
+    # Empty: any non-empty key is accepted (the common case for a test double). Otherwise these and
+    # the organisations' keys are, and any other key is a 401 (validation.accepted_api_keys).
     api_keys: tuple[str, ...] = ()
     models_mode: Literal["extend", "replace"] = "extend"
     models: tuple[ModelEntry, ...] = ()
