@@ -40,7 +40,7 @@ class DirectRoutes:
     async def serve(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         if self.state.needs_sync():  # only another process can have changed what this one runs on
             await self.state.sync()
-        record = self.recorder.open(scope, receive)
+        record = self.recorder.open(scope)
         request = Request(scope, receive, send)
         tracker: StreamTracker | None = None
         started = False

@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocol, with the writes of one event-loop turn sent as one.
+"""uvicorn's HTTP protocol, with the writes of one event-loop turn sent as one, and the connection's
+transport in every request's ASGI scope (under `TRANSPORT_KEY`) for chaos faults that reset it.
 
 uvicorn writes a response's status line and headers in one `transport.write` and its body in
 another, and each write is a `send` syscall and, with TCP_NODELAY, a TCP segment of its own that
@@ -14,6 +15,9 @@ import asyncio
 from typing import Any, cast
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+# The scope key of the connection's transport (an `asyncio.Transport`); absent on other servers.
+TRANSPORT_KEY = "mockserver.transport"
 
 
 class CoalescingTransport:
@@ -67,8 +71,33 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
-    """uvicorn's own protocol (httptools when installed, else h11) over a `CoalescingTransport`."""
+class TransportInScope:
+    """Mixed into a uvicorn HTTP protocol: each request's scope carries the connection's transport.
+
+    A `reset` fault aborts the connection, and the app has no other way to reach it: whatever wraps
+    the app (uvicorn's trace logging, any ASGI middleware) may wrap `receive` and `send` too, but
+    passes the scope on. uvicorn's protocols (httptools and h11 alike) build each request's scope as
+    `self.scope = {...}` before they create its request cycle and call the app, so this is the one
+    place both go through.
+    """
+
+    transport: asyncio.Transport
+    _scope: dict[str, Any] | None
+
+    @property
+    def scope(self) -> dict[str, Any] | None:
+        return self._scope
+
+    @scope.setter
+    def scope(self, scope: dict[str, Any] | None) -> None:
+        if scope is not None:  # None: the protocol's __init__, before any request
+            scope[TRANSPORT_KEY] = self.transport
+        self._scope = scope
+
+
+class CoalescingHTTPProtocol(TransportInScope, AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's own protocol (httptools when installed, else h11) over a `CoalescingTransport`,
+    publishing that transport in each request's scope."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         coalescing = CoalescingTransport(cast(asyncio.Transport, transport), asyncio.get_running_loop())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -23,7 +24,11 @@ from prometheus_client.metrics_core import (
 
 from mockserver.journal import RequestRecord
 
+if TYPE_CHECKING:
+    from mockserver.catalog import Catalog
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+OTHER_MODEL = "other"  # the model label of every request for a model the server does not have
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 _OTPS_BUCKETS = (10, 25, 50, 75, 100, 150, 200, 300, 500, 1000, 10_000)
 
@@ -67,12 +72,15 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
 
-    def observe(self, record: RequestRecord) -> None:
+    def observe(self, record: RequestRecord, catalog: Catalog) -> None:
+        """Count a finished request. Every label value is one the server chose or validated (speed,
+        status, limit and fault names), or a model of `catalog`: a client must not be able to add
+        series by asking for models that do not exist."""
         path = record.path
         if not path.startswith("/v1/messages") or path.startswith("/v1/messages/batches"):
             return
         speed = record.speed or "standard"
-        self.requests[(record.model or "", speed, str(record.status))] += 1
+        self.requests[(_model_label(record.model, catalog), speed, str(record.status))] += 1
         if record.usage:
             self.input_tokens[speed] += record.usage.get("input_tokens", 0)
         if record.delivered_output_tokens:
@@ -119,6 +127,13 @@ def _counter(name: str, documentation: str, labels: list[str], counts: Counter) 
     for key, value in counts.items():
         family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
     return family
+
+
+def _model_label(name: str | None, catalog: Catalog) -> str:
+    if not name:
+        return ""  # the request never named a model (an unreadable body)
+    entry = catalog.resolve(name)
+    return OTHER_MODEL if entry is None else entry.id
 
 
 def _bound(bound: float) -> str:

@@ -38,11 +38,19 @@ def page(rows: Sequence[Mapping[str, Any]], query: Mapping[str, str]) -> dict[st
 
 
 def _limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidRequestError(f"limit: Input should be an integer between 1 and {MAX_LIMIT}")
-    return int(raw)
+    return DEFAULT_LIMIT if raw is None else query_int(raw, "limit", 1, MAX_LIMIT)
+
+
+def query_int(raw: str, name: str, low: int, high: int) -> int:
+    """The query parameter `name` as a whole number in [low, high], or a 400 that names it.
+
+    Only ASCII digits: `str.isdigit` also passes "²", which `int` refuses, and `int` of more than
+    4,300 digits raises; both were 500s. The length is checked before anything is converted.
+    """
+    digits = raw.lstrip("0") or "0"  # leading zeros do not make a number long
+    if raw.isascii() and raw.isdigit() and len(digits) <= len(str(high)) and low <= int(digits) <= high:
+        return int(digits)
+    raise InvalidRequestError(f"{name}: Input should be an integer between {low} and {high}")
 
 
 def _index(ids: list[str], cursor: str, name: str) -> int:

@@ -11,7 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mockserver import journal, usage
 from mockserver.chaos import ConnectionDropped
-from mockserver.errors import StoreUnavailable
+from mockserver.errors import InternalServerError, StoreUnavailable
+from mockserver.http_protocol import TRANSPORT_KEY
 from mockserver.ids import request_id
 from mockserver.journal import Journal, RequestRecord
 from mockserver.runtime import ServerState
@@ -23,7 +24,10 @@ log = logging.getLogger("mockserver")
 RECORD = "mockserver.record"
 CLIENT_CLOSED_REQUEST = 499
 REQUEST_ID = "mockserver.request_id"
-TRANSPORT = "mockserver.transport"
+NO_TRANSPORT = (
+    "reset faults need mockserver's own HTTP server (mockserver serve, MockServer, the pytest plugin): "
+    "this server did not give the app the connection to reset"
+)
 
 
 def record_of(scope: Scope) -> RequestRecord | None:
@@ -31,10 +35,17 @@ def record_of(scope: Scope) -> RequestRecord | None:
 
 
 def drop_connection(scope: Scope) -> None:
-    """Abort the client's connection at once (a TCP reset, no response) and stop this request."""
-    transport = scope.get(TRANSPORT)
-    if transport is not None:
-        transport.abort()
+    """Abort the client's connection at once (a TCP reset, no response) and stop this request.
+
+    Only mockserver's own HTTP protocol hands the app the transport to abort. Without it the fault
+    must not pass for a server bug (a bare 500) or be skipped: the operator is told in the log, and
+    the client in the message of a 500, unless a stream had already started.
+    """
+    transport = scope.get(TRANSPORT_KEY)
+    if transport is None:
+        log.error(NO_TRANSPORT)
+        raise InternalServerError(NO_TRANSPORT)
+    transport.abort()
     raise ConnectionDropped
 
 
@@ -45,20 +56,18 @@ class Recorder:
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    def open(self, scope: Scope, receive: Receive) -> RequestRecord:
+    def open(self, scope: Scope) -> RequestRecord:
         record = RequestRecord(request_id(), scope["method"], scope["path"], self.state.clock.now())
         scope[REQUEST_ID] = record.request_id
         scope[RECORD] = record
-        # uvicorn's receive is a method of the request cycle that owns the transport; chaos faults
-        # abort it to drop the connection without a response.
-        scope[TRANSPORT] = getattr(getattr(receive, "__self__", None), "transport", None)
         record.retry_count = _retry_count(scope)
         return record
 
     async def close(self, record: RequestRecord, first_token_at: float | None, streaming: bool) -> None:
         self._finish(record, self.state.clock.now(), first_token_at, streaming)
-        settings = self.state.runtime.settings
-        self.state.metrics.observe(record)
+        runtime = self.state.runtime
+        settings = runtime.settings
+        self.state.metrics.observe(record, runtime.catalog)
         if settings.log.access:
             _log_access(record, settings.log.format)
         appends: list[tuple[str, Any, int]] = []
@@ -148,7 +157,7 @@ class RecordingMiddleware:
         if not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        record = self.recorder.open(scope, receive)
+        record = self.recorder.open(scope)
         tracker = StreamTracker(send, self.recorder)
 
         async def tracking_send(message: Message) -> None:
@@ -193,10 +202,15 @@ def read_response_headers(headers: list[tuple[bytes, bytes]]) -> tuple[float | N
 
 
 def _retry_count(scope: Scope) -> int | None:
+    # Only noted, never checked: anything but a plausible count (a word, a 5,000-digit number, which
+    # `int` refuses) is recorded as unknown rather than failing the request it came with.
     for key, value in scope["headers"]:
         if key == b"x-stainless-retry-count":
-            return int(value) if value.isdigit() else None
+            return int(value) if value.isdigit() and len(value) <= _MAX_RETRY_COUNT_DIGITS else None
     return None
+
+
+_MAX_RETRY_COUNT_DIGITS = 9
 
 
 def _log_access(record: RequestRecord, fmt: str) -> None:

@@ -32,6 +32,7 @@ from mockserver.replies import Planner
 from mockserver.settings import Settings
 from mockserver.state import StateStore, state_store_from_uri
 from mockserver.usage import UsageLedger
+from mockserver.validation import accepted_api_keys
 
 log = logging.getLogger("mockserver")
 
@@ -42,6 +43,7 @@ class Runtime:
     catalog: Catalog
     planner: Planner
     known_betas: frozenset[str] | None  # None: any beta name is accepted
+    api_keys: frozenset[str] | None  # None: any key is accepted
     _organizations: dict[str, Organization] = field(default_factory=dict, compare=False, repr=False)
 
     def organization(self, api_key: str) -> Organization:
@@ -63,6 +65,7 @@ class Runtime:
             catalog=Catalog.from_settings(settings),
             planner=Planner(seed=settings.seed, canned=CannedReplies.load(settings.replies)),
             known_betas=known,
+            api_keys=accepted_api_keys(settings),
         )
 
 

@@ -14,7 +14,8 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -101,6 +102,13 @@ class AdminSettings(_Frozen):
     enabled: bool = True
     # Required (as `Authorization: Bearer <token>`) when set; must be set to bind beyond loopback.
     token: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        # `MOCKSERVER_ADMIN__TOKEN=` or `token = ""` is a token nobody meant to set, not one that
+        # every request without Authorization matches.
+        return value if value is not None and value.strip() else None
 
 
 class LogSettings(_Frozen):
@@ -192,7 +200,8 @@ class Settings(_Frozen):
     key_prefix: str = "mockserver:"
     workers: int = Field(default=1, ge=1)  # server processes; more than one needs redis:// storage
     max_body_bytes: int = Field(default=32 * MiB, gt=0)
-    # Empty: any non-empty key is accepted (the common case for a test double).
+    # Empty: any non-empty key is accepted (the common case for a test double). Otherwise these and
+    # the organisations' keys are, and any other key is a 401 (validation.accepted_api_keys).
     api_keys: tuple[str, ...] = ()
     models_mode: Literal["extend", "replace"] = "extend"
     models: tuple[ModelEntry, ...] = ()
@@ -243,7 +252,7 @@ class Settings(_Frozen):
         if self.admin.enabled and self.admin.token is None and not is_loopback(self.host):
             raise ValueError(
                 f"host {self.host!r} is reachable beyond this machine, so the admin API needs a token: "
-                "set admin.token (MOCKSERVER_ADMIN__TOKEN) or admin.enabled = false"
+                "set admin.token (MOCKSERVER_ADMIN__TOKEN; a blank one is no token) or admin.enabled = false"
             )
         return self
 
@@ -305,7 +314,11 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def env_layer(environ: Mapping[str, str]) -> Layer:
-    """`MOCKSERVER_TIMING__TIME_SCALE=10` sets `timing.time_scale`; values are JSON when they parse."""
+    """`MOCKSERVER_TIMING__TIME_SCALE=10` sets `timing.time_scale`.
+
+    A value is taken as written for a text setting (`MOCKSERVER_ADMIN__TOKEN=123456` is a string),
+    and as JSON when it parses for any other (`MOCKSERVER_API_KEYS=["a","b"]`, `MOCKSERVER_SEED=7`).
+    """
     data: dict[str, Any] = {}
     key_origins: dict[tuple[str, ...], str] = {}
     for name, raw in sorted(environ.items()):
@@ -319,7 +332,7 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"environment variable {name}: {'.'.join(path[:-1])} is not a table")
-        node[path[-1]] = _parse_env_value(raw)
+        node[path[-1]] = raw if _is_text(_annotation_at(path)) else _parse_env_value(raw)
         key_origins[path] = f"environment variable {name}"
     return Layer("environment", data, key_origins)
 
@@ -329,6 +342,32 @@ def _parse_env_value(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw
+
+
+def _annotation_at(path: tuple[str, ...]) -> Any:
+    """The type the `Settings` tree declares at `path`, or None for a key it does not have."""
+    node: Any = Settings
+    for part in path:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part)
+            if field is None:
+                return None
+            node = field.annotation
+        elif get_origin(node) is dict:  # a table of named entries: `organizations.<name>`
+            node = get_args(node)[1]
+        else:
+            return None
+    return node
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a setting of this type only ever holds text (`str`, `str | None`, a Literal of strings)."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    members = tuple(member for member in members if member is not type(None))
+    return bool(members) and all(
+        member is str or (get_origin(member) is Literal and all(isinstance(v, str) for v in get_args(member)))
+        for member in members
+    )
 
 
 def _merge(

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from mockserver import jsonload
 from mockserver.errors import AuthenticationError, InvalidRequestError
 from mockserver.schema import TAG, CountTokensBody, MessagesBody
-from mockserver.settings import ModelEntry
+from mockserver.settings import ModelEntry, Settings
 
 API_VERSIONS = ("2023-06-01", "2026-10-21")
 # Sampling parameters the 2026-10-21 API removed: sending any of them is a 400, even at defaults.
@@ -47,8 +47,16 @@ RawHeaders = Iterable[tuple[bytes, bytes]]
 _CALLER_HEADERS = (b"x-api-key", b"authorization", b"anthropic-version")
 
 
-def read_caller(headers: RawHeaders, *, known_betas: frozenset[str] | None = None) -> Caller:
-    """The caller of a request, from its raw ASGI headers (lower-case names, as servers give them)."""
+def read_caller(
+    headers: RawHeaders,
+    *,
+    known_betas: frozenset[str] | None = None,
+    api_keys: frozenset[str] | None = None,
+) -> Caller:
+    """The caller of a request, from its raw ASGI headers (lower-case names, as servers give them).
+
+    `api_keys`: the keys the server accepts (`accepted_api_keys`), or None to accept any key.
+    """
     found: dict[bytes, str] = {}
     betas: list[str] = []  # the header may be repeated, one beta per copy, as well as comma-separated
     for name, value in headers:
@@ -62,6 +70,7 @@ def read_caller(headers: RawHeaders, *, known_betas: frozenset[str] | None = Non
         found.get(b"anthropic-version"),
         tuple(betas),
         known_betas,
+        api_keys,
     )
 
 
@@ -72,9 +81,13 @@ def _caller(
     version: str | None,
     beta_values: tuple[str, ...],
     known_betas: frozenset[str] | None,
+    api_keys: frozenset[str] | None,
 ) -> Caller:
     # Memoised: a test suite sends the same few header sets over and over.
     api_key = _api_key(x_api_key, authorization)
+    if api_keys is not None and api_key not in api_keys:
+        # The real API's wording, whichever header carried the key.
+        raise AuthenticationError("invalid x-api-key")
     if version is None:
         raise InvalidRequestError("anthropic-version: header is required")
     if version not in API_VERSIONS:
@@ -104,6 +117,16 @@ def _api_key(x_api_key: str | None, authorization: str | None) -> str:
     if not key:
         raise AuthenticationError("x-api-key header is required")
     return key
+
+
+def accepted_api_keys(settings: Settings) -> frozenset[str] | None:
+    """The keys a server with `settings` accepts, or None for any key (no `api_keys` set).
+
+    A key the settings name as an organisation's is accepted too: naming it there says it is in use.
+    """
+    if not settings.api_keys:
+        return None
+    return frozenset(settings.api_keys).union(*(org.keys for org in settings.organizations.values()))
 
 
 def parse_json(payload: bytes | str, *, what: str = "Request body") -> dict[str, Any]:

@@ -229,3 +229,40 @@ def test_a_client_that_hangs_up_mid_body_is_journalled_not_an_error(running):
         time.sleep(0.02)
     assert [row["path"] for row in rows] == ["/v1/messages"]
     assert server.state.server_errors == []  # not a 500, no traceback
+
+
+def test_a_blank_admin_token_leaves_the_admin_api_open_on_loopback(start_server):
+    server = start_server(admin={"token": "  "})
+    response = httpx.get(f"{server.url}/_admin/settings")
+    assert response.status_code == 200 and response.json()["admin"]["token"] is None
+
+
+def test_a_numeric_admin_token_from_the_environment():
+    from mockserver.server import MockServer
+    from mockserver.settings import load_settings
+
+    settings = load_settings(environ={"MOCKSERVER_ADMIN__TOKEN": "123456"}, overrides={"port": 0})
+    with MockServer(settings) as server:
+        assert httpx.get(f"{server.url}/_admin/requests").status_code == 401
+        with AdminClient(server.url, token="123456") as admin:
+            assert admin.requests() == []
+
+
+def test_unknown_models_share_one_metrics_label(running):
+    server, _, client = running
+    names = [f"claude-made-up-{i}" for i in range(5)]
+    for name in names:
+        with pytest.raises(anthropic.NotFoundError):
+            client.messages.create(model=name, max_tokens=7, messages=HELLO)
+    with pytest.raises(anthropic.BadRequestError):  # an alias refused after its model was known
+        client.messages.create(model="claude-opus-4-7", max_tokens=7, speed="fast", messages=HELLO)
+    text = httpx.get(f"{server.url}/metrics").text
+    assert not any(name in text for name in names)
+    samples = _samples(server.url)
+    other = ("mockserver_requests_total", (("model", "other"), ("speed", "standard"), ("status", "404")))
+    assert samples[other] == 5
+    refused = (
+        "mockserver_requests_total",
+        (("model", "claude-opus-4-7"), ("speed", "fast"), ("status", "400")),
+    )
+    assert samples[refused] == 1

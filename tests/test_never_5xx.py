@@ -139,3 +139,67 @@ def test_count_tokens_never_5xx(http, body):
 def test_server_keeps_serving_afterwards(http):
     body = {"model": "claude-opus-4-7", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
     assert http.post("/v1/messages", json=body).status_code == 200
+
+
+HUGE_NUMBER = "9" * 5_000  # int() refuses more than 4,300 digits
+LISTS = ("/_admin/requests", "/v1/messages/batches", "/v1/models")
+
+
+def _refused(response: httpx.Response, parameter: str) -> None:
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith(f"{parameter}:")
+    assert body["request_id"] == response.headers["request-id"]
+
+
+@pytest.mark.parametrize("retry_count", [HUGE_NUMBER, "²".encode(), "many", ""])
+def test_an_odd_retry_count_header_is_noted_as_unknown(http, retry_count):
+    response = http.post(
+        "/v1/messages",
+        json={"model": "claude-opus-4-7", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-stainless-retry-count": retry_count},
+    )
+    assert response.status_code == 200, response.text
+    assert http.get("/v1/models", headers={"x-stainless-retry-count": retry_count}).status_code == 200
+    entries = http.get("/_admin/requests", params={"limit": 2}).json()["data"]
+    assert [entry["retry_count"] for entry in entries] == [None, None]
+
+
+@pytest.mark.parametrize("path", LISTS)
+@pytest.mark.parametrize("limit", ["²", HUGE_NUMBER, "-1", "1.5", " 3", "٣"])
+def test_a_bad_limit_is_a_400_naming_it(http, path, limit):
+    _refused(http.get(path, params={"limit": limit}), "limit")
+
+
+@pytest.mark.parametrize("path", LISTS[1:])
+def test_bad_cursors_are_a_400_naming_them(http, path):
+    for name in ("after_id", "before_id"):
+        for cursor in ("²", HUGE_NUMBER, "msgbatch_\x00"):
+            _refused(http.get(path, params={name: cursor}), name)
+
+
+@pytest.mark.parametrize("name", ["since", "until"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e999", HUGE_NUMBER, "yesterday"])
+def test_usage_bounds_must_be_finite_epoch_seconds(http, name, value):
+    _refused(http.get("/_admin/usage", params={name: value}), name)
+
+
+def test_a_status_filter_in_other_digits_is_a_400(http):
+    _refused(http.get("/_admin/requests", params={"status": "²"}), "status")
+    _refused(http.get("/_admin/requests", params={"status": HUGE_NUMBER}), "status")
+
+
+query_names = st.sampled_from(
+    ["limit", "after_id", "before_id", "since", "until", "status", "stream", "model", "lifecycle", "x"]
+)
+query_values = st.text(max_size=12) | st.sampled_from(["nan", "inf", "²", HUGE_NUMBER, "0", "-0", "1e9"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from([*LISTS, "/_admin/usage"]),
+    query=st.lists(st.tuples(query_names, query_values), max_size=3),
+)
+def test_any_query_on_a_list_gets_a_reply_or_a_4xx(http, path, query):
+    _check(http.get(path, params=query))

@@ -469,38 +469,43 @@ class Pinned:
 
     Workers share their listening socket; which one accepts a new connection is up to the kernel, but
     a kept-alive connection stays with the worker that accepted it. `/metrics` is per worker (each has
-    its own registry), so a request for a made-up model (a 404, counted by model name) sent over the
-    connection marks that worker, and the marks in its `/metrics` name it.
+    its own registry), so two connections reach the same worker when a request for a made-up model
+    (a 404, counted under model="other") sent over one moves the count the other reads.
     """
 
-    def __init__(self, url: str, tag: str, index: int) -> None:
-        self.tag = tag
+    def __init__(self, url: str) -> None:
         self.client = httpx.Client(
             base_url=url, timeout=10, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)
         )
-        marked = self.client.post(
-            "/v1/messages",
-            json=message(f"probe-{tag}-{index}"),
-            headers=api_headers(f"sk-probe-{tag}-{index}"),
-        )
-        assert marked.status_code == 404, marked.text
-        self.worker = self.identify()
+        self.worker = -1  # numbered by `every_worker` once it is known to be a new one
+        self.address = self._local_address()
 
     def metrics(self) -> str:
         response = self.client.get("/metrics")
         assert response.status_code == 200
         return response.text
 
-    def identify(self) -> int:
-        """The worker, named by the first mark it received."""
-        marks = [int(i) for i in re.findall(rf'model="probe-{self.tag}-(\d+)"', self.metrics())]
-        assert marks, "this connection's own mark is missing from its worker's metrics"
-        return min(marks)
+    def made_up_models_asked(self) -> float:
+        pattern = r'^mockserver_requests_total\{model="other",[^}]*status="404"\} (\S+)$'
+        return sum(map(float, re.findall(pattern, self.metrics(), re.MULTILINE)))
+
+    def shares_a_worker_with(self, other: Pinned) -> bool:
+        before = self.made_up_models_asked()
+        marked = other.client.post(
+            "/v1/messages", json=message("probe-made-up-model"), headers=api_headers("sk-probe")
+        )
+        assert marked.status_code == 404, marked.text
+        return self.made_up_models_asked() > before
 
     def still_pinned(self) -> None:
         # A connection closed by the server (idle keep-alive timeout) would be reopened silently,
         # perhaps on another worker: then the results above would prove nothing.
-        assert self.identify() == self.worker, "the connection moved to another worker"
+        assert self._local_address() == self.address, "the connection was reopened"
+
+    def _local_address(self) -> tuple[str, int]:
+        response = self.client.get(HEALTH_PATH)
+        assert response.status_code == 200
+        return response.extensions["network_stream"].get_extra_info("client_addr")
 
     def close(self) -> None:
         self.client.close()
@@ -509,21 +514,23 @@ class Pinned:
 @contextlib.contextmanager
 def every_worker(service: Service) -> Iterator[list[Pinned]]:
     """One pinned connection to each worker of the service (new connections until all are found)."""
-    tag, found, attempts = uuid.uuid4().hex[:12], {}, 60
+    found: list[Pinned] = []
+    attempts = 60
     try:
-        for index in range(attempts):
-            pinned = Pinned(service.url, tag, index)
-            if pinned.worker in found:
+        for _ in range(attempts):
+            pinned = Pinned(service.url)
+            if any(pinned.shares_a_worker_with(known) for known in found):
                 pinned.close()
             else:
-                found[pinned.worker] = pinned
+                pinned.worker = len(found)
+                found.append(pinned)
             if len(found) == service.workers:
                 break
         else:
             pytest.fail(f"{attempts} new connections reached only {len(found)} of {service.workers} workers")
-        yield list(found.values())
+        yield found
     finally:
-        for pinned in found.values():
+        for pinned in found:
             pinned.close()
 
 

@@ -141,3 +141,45 @@ def test_example_config_mentions_every_setting():
         section = getattr(field.annotation, "model_fields", {})
         for key in section:
             assert key in text, f"fixtures/mockserver.example.toml does not show {name}.{key}"
+
+
+@pytest.mark.parametrize("value", ["123456", "true", "null", "[1]", "1.5"])
+def test_text_settings_from_the_environment_are_taken_as_written(value):
+    settings = load_settings(environ={"MOCKSERVER_ADMIN__TOKEN": value, "MOCKSERVER_KEY_PREFIX": value})
+    assert settings.admin.token == value and settings.key_prefix == value
+
+
+def test_other_settings_from_the_environment_are_json():
+    settings = load_settings(
+        environ={
+            "MOCKSERVER_API_KEYS": '["a","b"]',
+            "MOCKSERVER_SEED": "7",
+            "MOCKSERVER_JOURNAL__ENABLED": "false",
+            "MOCKSERVER_ORGANIZATIONS__TEAM__KEYS": '["k"]',
+            "MOCKSERVER_ORGANIZATIONS__TEAM__FAST_MODE": "false",
+            "MOCKSERVER_LOG__FORMAT": "json",  # a Literal of strings: as written, as before
+        }
+    )
+    assert settings.api_keys == ("a", "b") and settings.seed == 7 and settings.journal.enabled is False
+    assert settings.organizations["team"].keys == ("k",) and settings.organizations["team"].fast_mode is False
+    assert settings.log.format == "json"
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_admin_token_is_no_token(tmp_path, blank):
+    config = tmp_path / "m.toml"
+    config.write_text(f'host = "0.0.0.0"\n[admin]\ntoken = "{blank}"\n')
+    for source in (
+        {"config_file": config, "environ": {}},
+        {"environ": {"MOCKSERVER_HOST": "0.0.0.0", "MOCKSERVER_ADMIN__TOKEN": blank}},
+    ):
+        with pytest.raises(ConfigError, match=r"admin API needs a token.*blank"):
+            load_settings(**source)
+    assert load_settings(environ={"MOCKSERVER_ADMIN__TOKEN": blank}).admin.token is None
+
+
+def test_cli_refuses_to_listen_beyond_loopback_with_an_empty_admin_token():
+    env = {"PATH": "/usr/bin:/bin", "MOCKSERVER_ADMIN__TOKEN": ""}
+    command = [sys.executable, "-m", "mockserver", "serve", "--host", "0.0.0.0", "--port", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 2 and "admin API needs a token" in result.stderr

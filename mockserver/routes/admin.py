@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from mockserver.errors import (
 )
 from mockserver.journal import FILTERS
 from mockserver.metrics import CONTENT_TYPE
+from mockserver.paging import query_int
 from mockserver.runtime import ServerState
 from mockserver.validation import parse_json
 from mockserver.web import json_response, read_body
@@ -24,6 +26,8 @@ from mockserver.web import json_response, read_body
 # Settings that pick sockets or stores: they take effect only at startup.
 BOOT_ONLY = ("host", "port", "storage", "key_prefix")
 ADMIN_TOKEN_HEADER = "x-mockserver-admin-token"
+# Above any journal's size: `limit` beyond it is a mistake, not "all of them".
+MAX_JOURNAL_LIMIT = 1_000_000_000
 
 
 def _state(request: Request) -> ServerState:
@@ -79,9 +83,7 @@ async def list_requests(request: Request) -> Response:
     state = authorize(request)
     filters = {k: v for k, v in request.query_params.items() if k in FILTERS}
     status = filters.get("status")
-    if status is not None and not (
-        status.isdigit() or (len(status) == 3 and status[0].isdigit() and status[1:] == "xx")
-    ):
+    if status is not None and not _is_status_filter(status):
         raise InvalidRequestError("status: expected a status code (429) or a class (4xx)")
     if filters.get("stream", "true").lower() not in ("true", "false"):
         raise InvalidRequestError("stream: expected true or false")
@@ -91,11 +93,19 @@ async def list_requests(request: Request) -> Response:
     rows = await state.journal.entries(filters)
     limit = request.query_params.get("limit")
     if limit is not None:
-        if not limit.isdigit():
-            raise InvalidRequestError("limit: Input should be a valid integer")
-        rows = rows[-int(limit) :] if int(limit) else []
+        last = query_int(limit, "limit", 0, MAX_JOURNAL_LIMIT)
+        rows = rows[-last:] if last else []
     dropped = await state.journal.dropped()
     return json_response(request, {"data": rows, "count": len(rows), "dropped": dropped})
+
+
+def _is_status_filter(status: str) -> bool:
+    # A status as journalled (0 for a reset, 200, 499...) or a class; ASCII digits only.
+    if not status.isascii():
+        return False
+    return (status.isdigit() and len(status) <= 3) or (
+        len(status) == 3 and status[0].isdigit() and status[1:] == "xx"
+    )
 
 
 async def clear_requests(request: Request) -> Response:
@@ -141,9 +151,12 @@ async def usage(request: Request) -> Response:
         raw = request.query_params.get(name)
         if raw is not None:
             try:
-                bounds[name] = float(raw)
+                bound = float(raw)
             except ValueError:
-                raise InvalidRequestError(f"{name}: Input should be epoch seconds") from None
+                bound = math.nan
+            if not math.isfinite(bound):  # nan would filter nothing and inf everything
+                raise InvalidRequestError(f"{name}: Input should be epoch seconds (a finite number)")
+            bounds[name] = bound
     rows = await state.usage.report(**bounds)
     total = round(sum(row["cost_usd"] for row in rows), 6)
     return json_response(request, {"data": rows, "total_cost_usd": total})

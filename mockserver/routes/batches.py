@@ -40,7 +40,7 @@ def routes() -> list[Route]:
 def _caller(request: Request) -> tuple[ServerState, Runtime, Caller, str]:
     state: ServerState = request.app.state.mock
     runtime = state.runtime  # read once: a settings change never shows a request half old, half new
-    caller = read_caller(request.scope["headers"], known_betas=runtime.known_betas)
+    caller = read_caller(request.scope["headers"], known_betas=runtime.known_betas, api_keys=runtime.api_keys)
     org = runtime.organization(caller.api_key).name
     record = record_of(request.scope)
     if record is not None:

@@ -44,7 +44,7 @@ async def create_message(request: Request) -> Response:
     state: ServerState = request.app.state.mock
     runtime = state.runtime
     record = record_of(request.scope) or RequestRecord("", "", "", 0.0)
-    caller = read_caller(request.scope["headers"], known_betas=runtime.known_betas)
+    caller = read_caller(request.scope["headers"], known_betas=runtime.known_betas, api_keys=runtime.api_keys)
     record.api_key_id = api_key_id(caller.api_key)
     parsed = parse_messages_request(await read_body(request, runtime.settings.max_body_bytes), caller)
     _note_request(record, parsed, runtime.settings.journal.record_bodies)
@@ -211,7 +211,7 @@ async def _diagnose(
 async def count_tokens(request: Request) -> Response:
     state: ServerState = request.app.state.mock
     runtime = state.runtime
-    caller = read_caller(request.scope["headers"], known_betas=runtime.known_betas)
+    caller = read_caller(request.scope["headers"], known_betas=runtime.known_betas, api_keys=runtime.api_keys)
     body, raw = parse_count_tokens_request(await read_body(request, runtime.settings.max_body_bytes))
     org = runtime.organization(caller.api_key)
     route(runtime.catalog, body.model, body.speed, caller.betas, fast_allowed=org.fast_mode)

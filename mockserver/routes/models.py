@@ -17,7 +17,7 @@ LIFECYCLES = ("active", "deprecated", "retired")
 
 async def list_models(request: Request) -> Response:
     state: ServerState = request.app.state.mock
-    read_caller(request.scope["headers"])
+    read_caller(request.scope["headers"], api_keys=state.runtime.api_keys)
     lifecycles = request.query_params.getlist("lifecycle[]") or request.query_params.getlist("lifecycle")
     for value in lifecycles:
         if value not in LIFECYCLES:
@@ -31,7 +31,7 @@ async def list_models(request: Request) -> Response:
 
 async def get_model(request: Request) -> Response:
     state: ServerState = request.app.state.mock
-    read_caller(request.scope["headers"])
+    read_caller(request.scope["headers"], api_keys=state.runtime.api_keys)
     name = request.path_params["model_id"]
     entry = state.runtime.catalog.resolve(name)
     if entry is None:
