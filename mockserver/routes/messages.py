@@ -20,6 +20,7 @@ from mockserver.chaos import (
     http_error_status,
 )
 from mockserver.errors import InvalidRequestError
+from mockserver.fallbacks import check_fallbacks
 from mockserver.fastmode import Route, route
 from mockserver.faults import STREAM_KINDS, Fault, Target, latency
 from mockserver.ids import message_id
@@ -66,6 +67,8 @@ async def create_message(request: Request) -> Response:
     input_tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
     check_model_limits(chosen.model, body.max_tokens, input_tokens, body.model)
     check_tool_choice(parsed)
+    if body.fallbacks is not None:
+        check_fallbacks(body, caller.betas, chosen.model, runtime.catalog)
     settings = runtime.settings
     header = raw_header(request.scope, _FAULT_HEADER) if settings.chaos.header_faults else None
     fired = None
