@@ -152,7 +152,7 @@ def _from_header(value: str, known: list[Fault]) -> Fault:
         raise InvalidRequestError(f"{FAULT_HEADER}: no fault named {stripped!r}")
     data = parse_json(stripped, what=f"the {FAULT_HEADER} header")
     for field in ("every", "probability"):
-        if field in data:
+        if data.get(field) is not None:
             raise InvalidRequestError(
                 f"{FAULT_HEADER}: {field}: not available for a header fault, which belongs to one "
                 f"request; use count (attempts of this request, by {RETRY_COUNT_HEADER}) or add the "
