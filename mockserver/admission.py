@@ -90,6 +90,23 @@ async def admit(
     raise RateLimitError(message, headers={**headers, **retry}, limit=limit_name(limiting))
 
 
+async def current_headers(
+    state: ServerState, org: Organization, speed: Speed, model_class: str
+) -> dict[str, str]:
+    """The rate-limit headers of a response that charges nothing: the caller's buckets as they
+    stand. For an error sent before admission (an injected 429), which a real 429 would carry."""
+    if not state.runtime.settings.limits.enabled:
+        return {}
+    plan = bucket_plan(org.name, speed, model_class, org.limits)
+    now = state.limiter_now()
+    try:
+        levels = await state.buckets.levels(plan.draws(0, 0), now)
+    except StoreUnavailable:
+        # The injected error is what was asked for; it goes out without the headers it cannot know.
+        return {}
+    return header_dict(plan.headers(levels, state.clock.now() if now is None else now))
+
+
 async def settle(state: ServerState, ticket: Ticket, output_tokens: int) -> None:
     """Give back the part of the `max_tokens` reservation the reply did not use."""
     if ticket.settled or ticket.output is None:

@@ -3,11 +3,17 @@
 Faults come from three places: the settings (`faults = [...]`, part of the boot state), the admin API
 (`/_admin/faults`, kept in the shared store so every worker sees them), and a single request's
 `x-mockserver-fault` header (a configured fault's name, or a fault as JSON, for targeted tests).
+
+A header fault belongs to one logical request, which an SDK may send several times: its `count`
+counts that request's attempts by the SDK's `x-stainless-retry-count` header, so `count: 1` fails
+the first attempt and lets the retry through. `every` and `probability` describe a stream of
+requests and have no meaning for one; they stay with the settings and the admin API.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +25,7 @@ from mockserver.state import StateStore
 from mockserver.validation import describe, parse_json
 
 FAULT_HEADER = "x-mockserver-fault"
+RETRY_COUNT_HEADER = "x-stainless-retry-count"
 MAX_OUTAGE_RETRY_AFTER = 60.0
 _CREATED = "faults:created"
 _DEFAULT_MESSAGES = {
@@ -84,8 +91,14 @@ def parse_fault(data: Any, *, where: str | None = None) -> Fault:
         raise InvalidRequestError(f"{where}: {message}" if where else message) from None
 
 
-def http_error(fault: Fault, now: float) -> APIError:
-    """The error response a fault of kind http_error or fast_outage sends."""
+def http_error_status(fault: Fault) -> int:
+    """The status a fault of kind http_error or fast_outage answers with."""
+    return 429 if fault.kind == "fast_outage" else fault.status
+
+
+def http_error(fault: Fault, now: float, rate_limit_headers: Mapping[str, str] | None = None) -> APIError:
+    """The error response a fault of kind http_error or fast_outage sends; `rate_limit_headers` are
+    the caller's current rate-limit headers, which a 429 carries."""
     headers: dict[str, str] = {}
     retry_after = fault.retry_after
     if fault.kind == "fast_outage" and retry_after is None:
@@ -99,6 +112,8 @@ def http_error(fault: Fault, now: float) -> APIError:
         headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
     if fault.should_retry is not None:
         headers["x-should-retry"] = "true" if fault.should_retry else "false"
+    if rate_limit_headers:
+        headers.update(rate_limit_headers)
     if fault.kind == "fast_outage":
         message = fault.message or (
             "Fast mode is temporarily unavailable (capacity). Retry later or send the request without "
@@ -114,14 +129,35 @@ def http_error(fault: Fault, now: float) -> APIError:
     return error
 
 
+def header_fault(value: str, known: list[Fault], retry_count: str | None) -> Fired | None:
+    """The fault a request's `x-mockserver-fault` header asks for, if it fires on this attempt.
+
+    `retry_count` is the `x-stainless-retry-count` header: attempt n of a logical request is its
+    (n+1)-th, and a fault with `count: N` fires on attempts 0..N-1. A client that sends no retry
+    count (curl, another SDK) is always on attempt 0."""
+    fault = _from_header(value, known)
+    attempt = int(retry_count) if retry_count is not None and retry_count.isdigit() else 0
+    if fault.count is not None and attempt >= fault.count:
+        return None
+    return Fired(fault, attempt + 1)
+
+
 def _from_header(value: str, known: list[Fault]) -> Fault:
     stripped = value.strip()
     if not stripped.startswith("{"):
         for fault in known:
             if fault.name == stripped:
-                return fault.model_copy(update={"count": None, "every": None, "probability": None})
+                # Forced by name: a trigger over the server's stream of requests does not apply.
+                return fault.model_copy(update={"every": None, "probability": None})
         raise InvalidRequestError(f"{FAULT_HEADER}: no fault named {stripped!r}")
     data = parse_json(stripped, what=f"the {FAULT_HEADER} header")
+    for field in ("every", "probability"):
+        if data.get(field) is not None:
+            raise InvalidRequestError(
+                f"{FAULT_HEADER}: {field}: not available for a header fault, which belongs to one "
+                f"request; use count (attempts of this request, by {RETRY_COUNT_HEADER}) or add the "
+                "fault with /_admin/faults"
+            )
     return parse_fault({"name": "request-header", **data}, where=FAULT_HEADER)
 
 

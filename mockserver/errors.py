@@ -5,6 +5,7 @@ MockServerError                      anything mockserver raises on purpose
 └── APIError                         an Anthropic error response: knows status and error.type
     ├── InvalidRequestError          400 invalid_request_error
     ├── AuthenticationError          401 authentication_error
+    ├── BillingError                 402 billing_error
     ├── PermissionDeniedError        403 permission_error
     ├── NotFoundError                404 not_found_error
     ├── MethodNotAllowedError        405 invalid_request_error
@@ -15,6 +16,10 @@ MockServerError                      anything mockserver raises on purpose
     ├── ServiceUnavailableError      503 api_error (store outage)
     ├── GatewayTimeoutError          504 timeout_error
     └── OverloadedError              529 overloaded_error
+
+Any other status (an injected fault's 408, 422, 502...) is an `InternalServerError` (api_error) from
+500 up and an `InvalidRequestError` (invalid_request_error) below: the API uses
+invalid_request_error for the 4xx statuses that have no type of their own (reference §8.2).
 """
 
 from __future__ import annotations
@@ -66,6 +71,11 @@ class InvalidRequestError(APIError):
 class AuthenticationError(APIError):
     status = 401
     error_type = "authentication_error"
+
+
+class BillingError(APIError):
+    status = 402
+    error_type = "billing_error"
 
 
 class PermissionDeniedError(APIError):
@@ -127,6 +137,7 @@ ERROR_CLASSES_BY_STATUS: dict[int, type[APIError]] = {
     for cls in (
         InvalidRequestError,
         AuthenticationError,
+        BillingError,
         PermissionDeniedError,
         NotFoundError,
         ConflictError,

@@ -342,6 +342,35 @@ class Diagnostics(_Wire):
     previous_message_id: str | None = None
 
 
+class FallbackEntry(_Wire):
+    """One model of a `fallbacks` chain; its fields override the request's for that attempt only."""
+
+    model: Annotated[str, Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    thinking: ThinkingConfig | None = None
+    output_config: OutputConfig | None = None
+    speed: Literal["standard", "fast"] | None = None
+
+
+def _fallbacks_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return TAG + "default"
+    if isinstance(value, list):
+        return TAG + "list"
+    return None
+
+
+# The server-defined chain of the requested model, or a chain of one's own.
+Fallbacks = Annotated[
+    Annotated[Literal["default"], Tag(TAG + "default")] | Annotated[list[FallbackEntry], Tag(TAG + "list")],
+    Discriminator(
+        _fallbacks_tag,
+        custom_error_type="fallbacks",
+        custom_error_message='Input should be "default" or an array of fallback entries',
+    ),
+]
+
+
 class _Common(_Wire):
     model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[Message], Field(min_length=1, max_length=100_000)]
@@ -371,7 +400,7 @@ class MessagesBody(_Common):
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Field(gt=0)] | None = None
-    fallbacks: Any = None
+    fallbacks: Fallbacks | None = None  # beta and model rules: `fallbacks.check_fallbacks`
     fallback_credit_token: str | None = None
     thread: Any = None
 

@@ -8,15 +8,24 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from mockserver.admission import Ticket, admit, settle
+from mockserver.admission import Ticket, admit, current_headers, settle
 from mockserver.cache import CacheOutcome, PromptCache
 from mockserver.catalog import model_class
-from mockserver.chaos import FAULT_HEADER, Fired, http_error
+from mockserver.chaos import (
+    FAULT_HEADER,
+    RETRY_COUNT_HEADER,
+    Fired,
+    header_fault,
+    http_error,
+    http_error_status,
+)
 from mockserver.errors import InvalidRequestError
+from mockserver.fallbacks import check_fallbacks
 from mockserver.fastmode import Route, route
 from mockserver.faults import STREAM_KINDS, Fault, Target, latency
 from mockserver.ids import message_id
 from mockserver.journal import RequestRecord, api_key_id
+from mockserver.organizations import Organization
 from mockserver.pricing import cost_usd
 from mockserver.recording import drop_connection, record_of
 from mockserver.replies import Planner, Reply
@@ -37,6 +46,7 @@ SSE_HEADERS = {"cache-control": "no-cache"}
 # What a request that neither reads nor writes the cache gets (most); read only, never changed.
 _NO_CACHE = CacheOutcome()
 _FAULT_HEADER = FAULT_HEADER.encode()
+_RETRY_COUNT_HEADER = RETRY_COUNT_HEADER.encode()
 
 
 async def create_message(request: Request) -> Response:
@@ -57,6 +67,8 @@ async def create_message(request: Request) -> Response:
     input_tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
     check_model_limits(chosen.model, body.max_tokens, input_tokens, body.model)
     check_tool_choice(parsed)
+    if body.fallbacks is not None:
+        check_fallbacks(body, caller.betas, chosen.model, runtime.catalog)
     settings = runtime.settings
     header = raw_header(request.scope, _FAULT_HEADER) if settings.chaos.header_faults else None
     fired = None
@@ -64,7 +76,7 @@ async def create_message(request: Request) -> Response:
         fired = await _choose_fault(state, request, header, chosen, org.name, bool(body.stream))
     if fired is not None:
         record.fault = fired.fault.name
-        chosen = await _apply_http_fault(state, request, fired, chosen)
+        chosen = await _apply_http_fault(state, request, fired, chosen, org)
         record.speed = chosen.speed
     mid = message_id()
     cached = _NO_CACHE
@@ -168,17 +180,25 @@ async def _choose_fault(
 ) -> Fired | None:
     settings = state.runtime.settings
     faults = [*settings.faults, *state.created_faults]
+    if header is not None:
+        return header_fault(header, faults, raw_header(request.scope, _RETRY_COUNT_HEADER))
     target = Target(
         path=request.url.path, model=chosen.model.id, speed=chosen.speed, organization=org, stream=stream
     )
-    return await state.faults.choose(target, faults, header, seed=settings.seed, now=state.clock.now())
+    return await state.faults.choose(target, faults, None, seed=settings.seed, now=state.clock.now())
 
 
-async def _apply_http_fault(state: ServerState, request: Request, fired: Fired, chosen: Route) -> Route:
+async def _apply_http_fault(
+    state: ServerState, request: Request, fired: Fired, chosen: Route, org: Organization
+) -> Route:
     """Act out a fault that strikes before the reply starts; stream faults are left to the stream."""
     fault = fired.fault
     if fault.kind in ("http_error", "fast_outage"):
-        raise http_error(fault, state.clock.now())
+        # A 429 carries the caller's rate-limit headers, as a real one does: a read, paid only here.
+        limits = None
+        if http_error_status(fault) == 429:
+            limits = await current_headers(state, org, chosen.speed, model_class(chosen.model))
+        raise http_error(fault, state.clock.now(), limits)
     if fault.kind == "latency":
         await state.clock.sleep(latency(fault, state.runtime.settings.seed, fired.seen))
     elif fault.kind == "reset":

@@ -1,0 +1,115 @@
+"""`fallbacks` (server-side fallback beta, reference §4.1) validated as the API does, through the SDK."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import pytest
+
+FALLBACK_BETA = "server-side-fallback-2026-07-01"
+FAST_BETA = "fast-mode-2026-02-01"
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def create(client, model="claude-opus-5", betas=(FALLBACK_BETA,), **kwargs):
+    return client.beta.messages.create(
+        model=model, max_tokens=16, messages=HELLO, betas=list(betas), **kwargs
+    )
+
+
+def refused(client, **kwargs) -> str:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        create(client, **kwargs)
+    assert caught.value.type == "invalid_request_error"
+    return caught.value.api_message
+
+
+@pytest.mark.parametrize(
+    "fallbacks",
+    [
+        "default",
+        [{"model": "claude-opus-4-8"}],
+        [
+            {"model": "claude-opus-4-8", "max_tokens": 100, "speed": None, "output_config": None},
+            {
+                "model": "claude-sonnet-5",
+                "thinking": {"type": "disabled"},
+                "output_config": {"effort": "low"},
+            },
+        ],
+    ],
+)
+def test_both_shapes_are_accepted_with_the_beta(client, fallbacks):
+    message = create(client, fallbacks=fallbacks)
+    assert message.model == "claude-opus-5" and message.usage.output_tokens > 0
+
+
+def test_default_on_a_model_without_fallbacks_runs_the_model_alone(client):
+    assert create(client, model="claude-haiku-4-5", fallbacks="default").usage.output_tokens > 0
+
+
+def test_an_array_on_a_model_without_fallbacks_is_a_400(client):
+    message = refused(client, model="claude-haiku-4-5", fallbacks=[{"model": "claude-opus-4-8"}])
+    assert message.startswith("fallbacks: model claude-haiku-4-5 does not support a list of fallback models")
+
+
+@pytest.mark.parametrize("fallbacks", ["default", [{"model": "claude-opus-4-8"}]])
+def test_fallbacks_need_the_beta_header(client, fallbacks):
+    message = refused(client, betas=(), fallbacks=fallbacks)
+    assert message.startswith(f"fallbacks: requires the `anthropic-beta: {FALLBACK_BETA}` header")
+
+
+def test_the_earlier_beta_date_is_accepted_too(client):
+    assert create(client, betas=("server-side-fallback-2026-06-01",), fallbacks="default").content
+
+
+def test_fallbacks_with_a_fallback_credit_token_is_a_400(client):
+    message = refused(client, fallbacks="default", fallback_credit_token="fct_abc")
+    assert message.startswith("fallbacks: cannot be combined with `fallback_credit_token`")
+
+
+@pytest.mark.parametrize(
+    ("fallbacks", "expected"),
+    [
+        ("best", "fallbacks: Input should be 'default'"),
+        (
+            {"model": "claude-opus-4-8"},
+            'fallbacks: Input should be "default" or an array of fallback entries',
+        ),
+        ([{"max_tokens": 10}], "fallbacks.0.model: Field required"),
+        (
+            [{"model": "claude-opus-4-8", "temperature": 0.5}],
+            "fallbacks.0.temperature: Extra inputs are not permitted",
+        ),
+        ([{"model": "claude-opus-4-8", "speed": "turbo"}], "fallbacks.0.speed: "),
+        (
+            [{"model": "claude-opus-4-8"}, {"model": "claude-nope"}],
+            "fallbacks.1.model: unknown model 'claude-nope'",
+        ),
+        (
+            [{"model": "claude-sonnet-5", "speed": "fast"}],
+            'fallbacks.0.speed: model claude-sonnet-5 does not support speed "fast"',
+        ),
+        ([{"model": "claude-opus-4-8", "max_tokens": 10**7}], "fallbacks.0.max_tokens: 10000000 > "),
+    ],
+)
+def test_malformed_fallbacks_name_the_field(server, fallbacks, expected):
+    # Sent raw: the SDK's types would not let most of these through.
+    response = httpx.post(
+        f"{server.url}/v1/messages",
+        headers={"x-api-key": "sk-test", "anthropic-version": "2023-06-01", "anthropic-beta": FALLBACK_BETA},
+        json={"model": "claude-opus-5", "max_tokens": 16, "messages": HELLO, "fallbacks": fallbacks},
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith(expected), body["error"]["message"]
+
+
+def test_a_fast_entry_needs_the_fast_beta_like_a_request_would(client):
+    fallbacks = [{"model": "claude-opus-4-7", "speed": "fast"}]
+    message = refused(client, fallbacks=fallbacks)
+    assert message.startswith(
+        f"fallbacks.0.speed: model claude-opus-4-7 requires the `anthropic-beta: {FAST_BETA}`"
+    )
+    assert create(client, betas=(FALLBACK_BETA, FAST_BETA), fallbacks=fallbacks).content
