@@ -6,8 +6,10 @@ import contextlib
 import gc
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -15,11 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+from uvicorn.config import STARTUP_FAILURE
 
 from mockserver.clock import Clock
 from mockserver.direct import DirectRoutes, Handler
 from mockserver.errors import (
     APIError,
+    ConfigError,
     InternalServerError,
     MethodNotAllowedError,
     NotFoundError,
@@ -99,11 +103,29 @@ WORKER_SETTINGS_ENV = "MOCKSERVER_WORKER_SETTINGS"
 
 
 def app_from_environment() -> MockApp:
-    """The app of one `--workers` process: its parent passes the final settings as JSON."""
-    raw = os.environ.get(WORKER_SETTINGS_ENV)
-    app = create_app(Settings.model_validate_json(raw) if raw else Settings())
+    """The app of one `--workers` process: its parent passes the final settings as JSON.
+
+    The parent built the same app with `worker_app` before it started any worker, so this fails only
+    if something changed since (a replies file removed). Then the worker says why and exits with
+    uvicorn's STARTUP_FAILURE status, which stops the supervisor instead of restarting it for ever.
+    """
+    try:
+        app = worker_app(os.environ.get(WORKER_SETTINGS_ENV) or Settings().model_dump_json())
+    except ConfigError as exc:
+        log.error("mockserver: error: worker process %d cannot start: %s", os.getpid(), exc)
+        sys.exit(STARTUP_FAILURE)
     freeze_startup_heap()
     return app
+
+
+def worker_app(payload: str) -> MockApp:
+    """The app a worker builds from its parent's settings JSON; ConfigError if they do not come through
+    (a float `inf` is written as JSON null, for one)."""
+    try:
+        settings = Settings.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ConfigError(f"the settings cannot be passed to worker processes: {exc}") from None
+    return create_app(settings)
 
 
 def freeze_startup_heap() -> None:

@@ -303,14 +303,33 @@ def load_settings(
     return build_settings(layers)
 
 
+# Settings that name files: in a config file they are relative to that file, not to the working directory.
+PATH_LIST_SETTINGS = ("replies",)
+
+
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A config file's settings, with its relative paths made absolute against the file's directory."""
     try:
         with Path(path).open("rb") as handle:
-            return tomllib.load(handle)
+            data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return resolve_paths(data, Path(path).parent)
+
+
+def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """`data` with each relative path of `PATH_LIST_SETTINGS` joined to `base` (made absolute), and
+    `~` expanded; anything that is not a list of strings is left for validation to report."""
+    resolved = dict(data)
+    for name in PATH_LIST_SETTINGS:
+        paths = data.get(name)
+        if isinstance(paths, list):
+            resolved[name] = [
+                str(base.absolute() / Path(p).expanduser()) if isinstance(p, str) else p for p in paths
+            ]
+    return resolved
 
 
 def env_layer(environ: Mapping[str, str]) -> Layer:

@@ -114,7 +114,33 @@ def test_cli_prints_its_url_and_serves(tmp_path):
 
 def test_example_config_loads():
     settings = load_settings(config_file="fixtures/mockserver.example.toml", environ={})
-    assert settings.replies == ("fixtures/replies",)
+    assert settings.replies == (str(Path("fixtures/replies").absolute()),)
+    assert Path(settings.replies[0]).is_dir()
+
+
+def test_paths_in_a_config_file_are_relative_to_its_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = tmp_path / "conf" / "m.toml"
+    config.parent.mkdir()
+    config.write_text('replies = ["canned", "../shared/a.toml", "/abs/b.toml", "~/c.toml"]\n')
+    monkeypatch.chdir(tmp_path / "conf")  # a relative config path: resolved all the same
+    settings = load_settings(config_file="m.toml", environ={})
+    assert settings.replies == (
+        str(tmp_path / "conf" / "canned"),
+        str(tmp_path / "conf" / ".." / "shared" / "a.toml"),
+        "/abs/b.toml",
+        str(tmp_path / "home" / "c.toml"),
+    )
+    # Paths from the environment stay relative to the working directory, as any path given there.
+    from_env = load_settings(environ={"MOCKSERVER_REPLIES": '["canned"]'})
+    assert from_env.replies == ("canned",)
+
+
+def test_a_paths_setting_of_the_wrong_shape_is_left_to_validation(tmp_path):
+    config = tmp_path / "m.toml"
+    config.write_text('replies = "canned"\n')
+    with pytest.raises(ConfigError, match=r"setting 'replies' from config file .*m.toml"):
+        load_settings(config_file=config, environ={})
 
 
 def test_config_file_from_the_environment(tmp_path):
