@@ -185,7 +185,10 @@ class _Generator:
                 merged = _merge(merged, self.flatten(self.choose(options), checks, hops + 1))
                 if key == "oneOf" and len(options) > 1:
                     checks.append(("oneOf", options))
-        if "not" in schema:
+        negated = schema.get("not")
+        if isinstance(negated, dict) and set(negated) == {"not"}:  # not-not: what the inner one says
+            merged = _merge(merged, self.flatten(negated["not"], checks, hops + 1))
+        elif "not" in schema:
             checks.append(("not", schema["not"]))
             merged = _merge(merged, {"not": schema["not"]})
         if "if" in schema and ("then" in schema or "else" in schema):

@@ -359,7 +359,7 @@ class _Answerer:
             return False
 
     def _probe(self) -> None:
-        first: Any = None
+        drawn: list[Any] = []  # the first invalid value, if any draw finished
         gave_up: GiveUp | None = None
         for seed in range(PROBES):
             try:
@@ -370,11 +370,11 @@ class _Answerer:
             if self.valid(value):
                 self.fallback = value
                 return
-            first = value if first is None else first
-        if first is None:
-            self.problem = f"the mock cannot generate a value for this schema: {gave_up}"
+            drawn = drawn or [value]
+        if drawn:
+            self.problem = self._explain(drawn[0])
         else:
-            self.problem = self._explain(first)
+            self.problem = f"the mock cannot generate a value for this schema: {gave_up}"
 
     def _explain(self, value: Any) -> str:
         from jsonschema.exceptions import best_match
@@ -393,15 +393,28 @@ class _Answerer:
         path = list(error.absolute_schema_path)
         if error.validator is not None:
             keyword, path = str(error.validator), path[:-1]  # the path ends with the keyword
-        else:  # a `false` subschema; jsonschema leaves the property's name out of its schema path
+        else:  # a `false` subschema; jsonschema leaves the property's name out of its paths
             keyword = "false schema"
-            if path and path[-1] == "properties" and error.absolute_path:
-                path.append(error.absolute_path[-1])
+            if path and path[-1] == "properties":
+                path += self._false_property(path)[:1]
         where = "/".join(str(part) for part in path)
         return (
             f"{keyword} at {where or '(root)'}: the mock found no value that satisfies it "
             f"({_shorten(error.message)})"
         )
+
+
+    def _false_property(self, path: list[Any]) -> list[str]:
+        """The names whose subschema is `false` in the `properties` at `path` (through no `$ref`)."""
+        node = self.schema
+        for part in path:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                return []
+        return [name for name, sub in node.items() if sub is False] if isinstance(node, dict) else []
 
 
 def _shorten(text: str, limit: int = 200) -> str:
