@@ -34,6 +34,10 @@ _SIZER_VISITS = 100_000
 _INFINITE = 10**18
 
 
+# What reading a schema that is valid but odd (a `$ref` into a list of keywords) may raise.
+_ODD_SCHEMA = (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError, OverflowError)
+
+
 class Unanswerable(Exception):
     """The generator finds no value for the schema; the message names the keyword and where."""
 
@@ -260,6 +264,8 @@ def _size_problem(schema: Any) -> str | None:
     sizer = _Sizer(schema)
     try:
         size = sizer.measure(schema, "")
+    except _ODD_SCHEMA:
+        return None  # what the sizer cannot read, the generator's own budget still bounds
     except _TooComplex:
         return f"JSON schema is too complex for the mock to size (more than {_SIZER_VISITS} subschemas)"
     if size.least <= MAX_TOTAL_SIZE:
@@ -344,7 +350,10 @@ class _Answerer:
         self._probe()
 
     def draw(self, rng: Random, *, minimal: bool = False) -> Any:
-        return generate(self.schema, rng, check=self.check, least_size=self.sizer.least, minimal=minimal)
+        try:
+            return generate(self.schema, rng, check=self.check, least_size=self.sizer.least, minimal=minimal)
+        except _ODD_SCHEMA as exc:  # a valid but strange schema (a $ref into a non-schema): no 500
+            raise GiveUp(f"the generator cannot read this schema ({type(exc).__name__})") from exc
 
     def valid(self, value: Any) -> bool:
         try:
@@ -403,17 +412,14 @@ class _Answerer:
             f"({_shorten(error.message)})"
         )
 
-
     def _false_property(self, path: list[Any]) -> list[str]:
         """The names whose subschema is `false` in the `properties` at `path` (through no `$ref`)."""
         node = self.schema
-        for part in path:
-            if isinstance(node, dict) and part in node:
+        try:
+            for part in path:
                 node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-                node = node[part]
-            else:
-                return []
+        except (KeyError, IndexError, TypeError):
+            return []
         return [name for name, sub in node.items() if sub is False] if isinstance(node, dict) else []
 
 

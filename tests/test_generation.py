@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from jsonschema.validators import validator_for
 
 from mockserver.json_schema import MAX_TOTAL_SIZE
+from mockserver.tokens import split_tokens
 
 MODEL = "claude-opus-4-7"
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -644,8 +645,8 @@ def test_a_stop_sequence_mid_reply_counts_the_text_and_the_sequence(client, serv
     body = {"model": MODEL, "max_tokens": 50, "messages": HELLO, "stop_sequences": [" " + words[3]]}
     message = client.messages.create(**body)
     assert message.stop_reason == "stop_sequence"
-    shown = len(message.content[0].text.split())
-    assert message.usage.output_tokens > shown  # the words before it, and the stop sequence itself
+    # The pieces before it (a word with its space, a punctuation mark) and the stop sequence itself.
+    assert message.usage.output_tokens == len(split_tokens(message.content[0].text)) + 1
     events = sse_events(server, body)
     (delta,) = [data for name, data in events if name == "message_delta"]
     assert delta["usage"]["output_tokens"] == message.usage.output_tokens
