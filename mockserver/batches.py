@@ -8,8 +8,9 @@ demand from the stored params, so they read the same every time and on every rep
 
 Checks split the way the real API splits them: the shape of each request (and what a batch cannot
 do: fast mode, streaming, `max_tokens: 0`) is refused at create time with a 400 naming the request;
-what needs the model catalog (unknown model, limits, `tool_choice`) happens "during processing" and
-ends that request `errored`, as the API validates params asynchronously.
+what needs the model catalog (unknown model, limits, `tool_choice`) or the value generator (a tool
+or output schema the mock finds no value for) happens "during processing" and ends that request
+`errored`, as the API validates params asynchronously.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from mockserver.errors import APIError, InvalidRequestError, NotFoundError, erro
 from mockserver.fastmode import route
 from mockserver.ids import batch_id as new_batch_id
 from mockserver.ids import derived_id
-from mockserver.replies import Planner
+from mockserver.replies import Planner, check_answerable
+from mockserver.schema import MAX_JSON_NESTING
 from mockserver.settings import Settings
 from mockserver.state import StateStore
 from mockserver.tokens import count_input
@@ -159,8 +161,15 @@ def parse_batch(payload: bytes, caller: Caller, catalog: Catalog, *, max_request
 def _parse_params(index: int, custom_id: str, params: dict[str, Any], caller: Caller) -> MessagesRequest:
     where = f"requests.{index}.params"
     try:
+        payload = orjson.dumps(params)
+    except orjson.JSONEncodeError:  # deeper than orjson writes (254 levels); /v1/messages says why
+        raise InvalidRequestError(
+            f"{where}: JSON nested more than {MAX_JSON_NESTING} levels deep is not supported "
+            f"(custom_id '{custom_id}')"
+        ) from None
+    try:
         # The same parser as /v1/messages (schema, version rules), fed the request's own JSON.
-        parsed = parse_messages_request(orjson.dumps(params), caller)
+        parsed = parse_messages_request(payload, caller)
     except InvalidRequestError as exc:
         found = _FIELD_MESSAGE.match(exc.message)
         detail = f"{where}.{found[1]}: {found[2]}" if found else f"{where}: {exc.message}"
@@ -192,6 +201,7 @@ def _processing_error(parsed: MessagesRequest, catalog: Catalog) -> dict[str, st
         tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
         check_model_limits(chosen.model, body.max_tokens, tokens, body.model)
         check_tool_choice(parsed)
+        check_answerable(raw)
     except APIError as exc:
         return {"type": exc.error_type, "message": exc.message}
     return None
@@ -270,6 +280,8 @@ def result_lines(
         if outcome == "succeeded":
             try:
                 result = {"type": outcome, "message": _message(batch, custom_id, raw, catalog, planner)}
+            except APIError as exc:  # what /v1/messages would have answered for this request
+                result = {"type": "errored", "error": error_body(exc.error_type, exc.message, None)}
             except Exception:  # a request the planner cannot answer must not cost the whole file
                 log.exception("batch %s: planning %r failed", batch.id, custom_id)
                 result = {"type": "errored", "error": error_body("api_error", "Internal server error", None)}

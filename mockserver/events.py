@@ -77,7 +77,8 @@ def message_start(reply: Reply, message_id: str) -> Event:
     message["content"] = []
     message["stop_reason"] = None
     message["stop_sequence"] = None
-    message["usage"] = reply.usage.to_json(output_tokens=1)
+    # The API's placeholder is 1; never more than the final count, which a client reads as cumulative.
+    message["usage"] = reply.usage.to_json(output_tokens=min(1, reply.usage.output_tokens))
     return Event(MESSAGE_START, {"type": MESSAGE_START, "message": message})
 
 
@@ -90,11 +91,16 @@ def reply_events(reply: Reply, message_id: str) -> Iterator[Event]:
             yield PING_EVENT  # the real API sends one ping right after the first block starts
         yield from _block_deltas(index, part)
         yield Event(CONTENT_BLOCK_STOP, {"type": CONTENT_BLOCK_STOP, "index": index})
-    yield message_delta(reply, reply.usage.output_tokens)
+    # Tokens generated but in no block (a matched stop sequence) arrive with the message_delta, so the
+    # stream is paced for them and a client that stays to the end is counted as having received them.
+    unshown = reply.usage.output_tokens - sum(len(part.pieces) for part in reply.parts)
+    yield message_delta(reply, reply.usage.output_tokens, tokens=max(0, unshown))
     yield Event(MESSAGE_STOP, {"type": MESSAGE_STOP})
 
 
-def message_delta(reply: Reply, output_tokens: int, *, stop_reason: str | None = None) -> Event:
+def message_delta(
+    reply: Reply, output_tokens: int, *, stop_reason: str | None = None, tokens: int = 0
+) -> Event:
     usage: dict[str, Any] = {
         "input_tokens": reply.usage.input_tokens,
         "cache_creation_input_tokens": reply.usage.cache_creation_input_tokens,
@@ -104,7 +110,7 @@ def message_delta(reply: Reply, output_tokens: int, *, stop_reason: str | None =
     if reply.usage.thinking_tokens:
         usage["output_tokens_details"] = {"thinking_tokens": reply.usage.thinking_tokens}
     delta = {"stop_reason": stop_reason or reply.stop_reason, "stop_sequence": reply.stop_sequence}
-    return Event(MESSAGE_DELTA, {"type": MESSAGE_DELTA, "delta": delta, "usage": usage})
+    return Event(MESSAGE_DELTA, {"type": MESSAGE_DELTA, "delta": delta, "usage": usage}, tokens)
 
 
 def error_event(error_type: str, message: str) -> Event:

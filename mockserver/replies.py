@@ -21,8 +21,9 @@ import orjson
 import xxhash
 
 from mockserver.canned import CannedReplies, CannedReply
-from mockserver.fake_json import fake_value
+from mockserver.errors import InvalidRequestError
 from mockserver.ids import seeded_tool_use_id
+from mockserver.json_schema import Unanswerable, answer, unanswerable
 from mockserver.rng import SeededRandom
 from mockserver.tokens import split_tokens
 
@@ -180,21 +181,30 @@ class Planner:
         elif tool is not None and _forced(raw):
             text_pieces = []  # a forced tool call is prefilled by the API: no preamble
         elif (schema := _output_schema(raw)) is not None:
-            text_pieces = split_tokens(orjson.dumps(fake_value(schema, rng)).decode())
+            text_pieces = split_tokens(orjson.dumps(_answer(schema, rng, OUTPUT_SCHEMA_FIELD)).decode())
         else:
             text_pieces = _sentences(rng, rng.randint(*(_PREAMBLE_TOKENS if tool else _TEXT_TOKENS)))
 
+        stop_tokens = 0
         if text_pieces and (stops := raw.get("stop_sequences")):
-            text_pieces, stop_sequence = _cut_at_stop_sequence(text_pieces, stops)
+            before, stop_sequence = _cut_at_stop_sequence(text_pieces, stops)
+            if stop_sequence is not None:
+                # The model generates the stop sequence's tokens too; they are billed but not shown.
+                stop_tokens = max(1, len(split_tokens(stop_sequence)))
+                if len(before) + stop_tokens <= budget.left:
+                    text_pieces = before
+                else:  # max_tokens comes first: the text runs on to the limit
+                    stop_sequence = None
         if text_pieces:
             taken = budget.take(text_pieces)
             if taken:
                 parts.append(TextPart(taken))
         if stop_sequence is not None:
+            budget.spend(stop_tokens)
             stop_reason, tool = "stop_sequence", None
         if tool is not None and budget.left:
-            name, schema, fixed_input = tool
-            tool_input = fixed_input if fixed_input is not None else fake_value(schema, rng)
+            name, schema, fixed_input, field = tool
+            tool_input = fixed_input if fixed_input is not None else _answer(schema, rng, field)
             pieces = split_tokens(orjson.dumps(tool_input).decode())
             if budget.fits(pieces):
                 parts.append(ToolUsePart(seeded_tool_use_id(rng), name, tool_input, budget.take(pieces)))
@@ -237,6 +247,11 @@ class _Budget:
         self.left -= len(taken)
         self.used += len(taken)
         return taken
+
+    def spend(self, tokens: int) -> None:
+        """Tokens generated but shown in no block (a matched stop sequence)."""
+        self.left -= tokens
+        self.used += tokens
 
     def exhaust(self) -> None:
         self.truncated = True
@@ -287,8 +302,9 @@ def _forced(raw: Mapping[str, Any]) -> bool:
     return (raw.get("tool_choice") or {}).get("type") in ("any", "tool")
 
 
-def _tool_to_call(raw: Mapping[str, Any], canned: CannedReply | None) -> tuple[str, Any, Any] | None:
-    """(name, input schema, fixed input or None) of the tool to call; None for a text-only reply.
+def _tool_to_call(raw: Mapping[str, Any], canned: CannedReply | None) -> tuple[str, Any, Any, str] | None:
+    """(name, input schema, fixed input or None, the schema's field) of the tool to call; None for a
+    text-only reply.
 
     `any`/`tool` force a call. Under `auto` the mock calls a tool when the last user turn names it
     (and is not itself a tool result), which lets tests drive a tool loop deterministically.
@@ -296,24 +312,34 @@ def _tool_to_call(raw: Mapping[str, Any], canned: CannedReply | None) -> tuple[s
     listed = raw.get("tools")
     if not listed:  # most requests: nothing to call, and no canned tool can be among the tools
         return None
-    tools = {t["name"]: t["input_schema"] for t in listed if "input_schema" in t}
+    tools = {
+        t["name"]: (t["input_schema"], f"tools.{i}.input_schema")
+        for i, t in enumerate(listed)
+        if "input_schema" in t
+    }
     choice = raw.get("tool_choice") or {"type": "auto"}
     if canned is not None and canned.tool_name in tools:
-        return canned.tool_name, tools[canned.tool_name], canned.tool_input
+        schema, field = tools[canned.tool_name]
+        return canned.tool_name, schema, canned.tool_input, field
     if not tools or choice["type"] == "none":
         return None
     if choice["type"] == "tool":
-        return (choice["name"], tools[choice["name"]], None) if choice["name"] in tools else None
+        return (choice["name"], *_unfixed(tools[choice["name"]])) if choice["name"] in tools else None
     if choice["type"] == "any":
         name = next(iter(tools))
-        return name, tools[name], None
+        return name, *_unfixed(tools[name])
     last = _last_user_text(raw.get("messages") or ())
     if last is None:
         return None
-    for name, schema in tools.items():
+    for name, described in tools.items():
         if name in last:
-            return name, schema, None
+            return name, *_unfixed(described)
     return None
+
+
+def _unfixed(described: tuple[Any, str]) -> tuple[Any, None, str]:
+    schema, field = described
+    return schema, None, field
 
 
 def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
@@ -327,6 +353,28 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
             return None
         return " ".join(block.get("text", "") for block in content if block.get("type") == "text")
     return None
+
+
+OUTPUT_SCHEMA_FIELD = "output_config.format.schema"
+
+
+def _answer(schema: Any, rng: random.Random, field: str) -> Any:
+    try:
+        return answer(schema, rng)
+    except Unanswerable as exc:
+        raise InvalidRequestError(f"{field}: {exc}") from None
+
+
+def check_answerable(raw: Mapping[str, Any]) -> None:
+    """Raise the 400 planning `raw` would raise for a schema the mock cannot answer (what a batch
+    request meets "during processing"). Canned replies are not consulted: a canned tool input
+    would have spared the schema."""
+    tool = _tool_to_call(raw, None)
+    if tool is not None and (problem := unanswerable(tool[1])) is not None:
+        raise InvalidRequestError(f"{tool[3]}: {problem}")
+    schema = None if tool is not None and _forced(raw) else _output_schema(raw)
+    if schema is not None and (problem := unanswerable(schema)) is not None:
+        raise InvalidRequestError(f"{OUTPUT_SCHEMA_FIELD}: {problem}")
 
 
 def _output_schema(raw: Mapping[str, Any]) -> Any:

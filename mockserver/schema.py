@@ -11,11 +11,34 @@ from functools import reduce
 from operator import or_
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
-from mockserver.json_schema import check_json_schema
+from mockserver.json_schema import check_json_schema, deeper_than
 
 TAG = "~"
+# Free-form JSON (tool inputs, echoed blocks, beta objects) may nest this deep within its field. The
+# server writes requests back out (reply seed, batch params, journal) with orjson, which stops at 254
+# levels; a request body may nest up to 1,024, so without a limit a legal body could become a 500.
+MAX_JSON_NESTING = 128
+
+
+def _shallow(value: Any) -> Any:
+    if deeper_than(value, MAX_JSON_NESTING):
+        raise ValueError(f"JSON nested more than {MAX_JSON_NESTING} levels deep is not supported")
+    return value
+
+
+FreeJson = Annotated[Any, AfterValidator(_shallow)]
+FreeObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
 
 class _Wire(BaseModel):
@@ -25,6 +48,12 @@ class _Wire(BaseModel):
 class _Loose(BaseModel):
     # Echoes of server-side output and beta objects: checked for their type, passed through as is.
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    @model_validator(mode="after")
+    def _shallow_extras(self) -> _Loose:
+        if self.model_extra and deeper_than(self.model_extra, MAX_JSON_NESTING):
+            raise ValueError(f"JSON nested more than {MAX_JSON_NESTING} levels deep is not supported")
+        return self
 
 
 def _by_type(kinds: dict[str, str]) -> Any:
@@ -73,7 +102,7 @@ class TextBlock(_Wire):
     type: Literal["text"]
     text: str
     cache_control: CacheControl | None = None
-    citations: list[dict[str, Any]] | None = None
+    citations: list[FreeObject] | None = None
 
 
 class Base64ImageSource(_Wire):
@@ -96,7 +125,7 @@ class ImageBlock(_Wire):
     type: Literal["image"]
     source: _union({"base64": Base64ImageSource, "url": UrlSource, "file": FileSource})
     cache_control: CacheControl | None = None
-    transformations: dict[str, Any] | None = None
+    transformations: FreeObject | None = None
 
 
 class Base64PdfSource(_Wire):
@@ -150,9 +179,9 @@ class ToolUseBlock(_Wire):
     type: Literal["tool_use"]
     id: str
     name: str
-    input: dict[str, Any]
+    input: FreeObject
     cache_control: CacheControl | None = None
-    caller: dict[str, Any] | None = None
+    caller: FreeObject | None = None
     toolset_name: str | None = None
 
 
@@ -231,7 +260,7 @@ class CustomTool(_Wire):
     strict: bool | None = None
     defer_loading: bool | None = None
     eager_input_streaming: bool | None = None
-    input_examples: list[dict[str, Any]] | None = None
+    input_examples: list[FreeObject] | None = None
     allowed_callers: list[str] | None = None
 
 
@@ -302,7 +331,7 @@ class ThinkingEnabled(_Wire):
 class ThinkingAdaptive(_Wire):
     type: Literal["adaptive"]
     display: ThinkingDisplay | None = None
-    block_binding: Any = None
+    block_binding: FreeJson = None
 
 
 class ThinkingDisabled(_Wire):
@@ -331,7 +360,7 @@ class JsonSchemaFormat(_Wire):
 class OutputConfig(_Wire):
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
     format: JsonSchemaFormat | None = None
-    task_budget: Any = None
+    task_budget: FreeJson = None
 
 
 class Metadata(_Wire):
@@ -382,10 +411,10 @@ class _Common(_Wire):
     cache_control: CacheControl | None = None
     speed: Literal["standard", "fast"] | None = None
     # Beta-only inputs: accepted and ignored, as a client of another beta would expect.
-    context_management: Any = None
-    compaction: Any = None
-    mcp_servers: list[Any] | None = None
-    billing_policy: Any = None
+    context_management: FreeJson = None
+    compaction: FreeJson = None
+    mcp_servers: list[FreeJson] | None = None
+    billing_policy: FreeJson = None
 
 
 class MessagesBody(_Common):
@@ -395,14 +424,14 @@ class MessagesBody(_Common):
     metadata: Metadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
     inference_geo: str | None = None
-    container: Any = None
+    container: FreeJson = None
     diagnostics: Diagnostics | None = None
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Field(gt=0)] | None = None
     fallbacks: Fallbacks | None = None  # beta and model rules: `fallbacks.check_fallbacks`
     fallback_credit_token: str | None = None
-    thread: Any = None
+    thread: FreeJson = None
 
 
 class CountTokensBody(_Common):
