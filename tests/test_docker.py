@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import anthropic
-import httpx
+import httpx2
 import pytest
 import yaml
 
@@ -193,7 +193,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
 # -- what a client sees -------------------------------------------------------------------------------
 
 
-def fast_request(client: anthropic.Anthropic) -> tuple[anthropic.types.beta.BetaMessage, httpx.Headers]:
+def fast_request(client: anthropic.Anthropic) -> tuple[anthropic.types.beta.BetaMessage, httpx2.Headers]:
     raw = client.beta.messages.with_raw_response.create(
         model=FAST_MODEL, max_tokens=MAX_TOKENS, speed="fast", betas=[FAST_BETA], messages=HELLO
     )
@@ -207,7 +207,7 @@ def fast_served_by(pinned: PinnedConnection) -> float:
     return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
 
-def assert_fast_headers(headers: httpx.Headers, input_limit: int, output_limit: int) -> None:
+def assert_fast_headers(headers: httpx2.Headers, input_limit: int, output_limit: int) -> None:
     assert not FAST_HEADERS - set(headers), sorted(headers)
     assert int(headers["anthropic-fast-input-tokens-limit"]) == input_limit
     assert int(headers["anthropic-fast-output-tokens-limit"]) == output_limit
@@ -283,7 +283,7 @@ def check_a_settings_patch_reaches_the_other_worker(deployment: Deployment, inpu
         first.still_pinned()
         second.still_pinned()
         assert first.worker != second.worker
-    assert httpx.get(deployment.url + "/_admin/settings", timeout=10).status_code == 401, "no token, no admin"
+        assert second.http.get("/_admin/settings").status_code == 401, "the admin API without the token"
 
 
 def check_the_app_example(deployment: Deployment) -> None:

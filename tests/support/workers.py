@@ -1,4 +1,4 @@
-"""Reaching one chosen worker of a multi-worker server, with httpx and with the official SDK.
+"""Reaching one chosen worker of a multi-worker server, over plain HTTP and through the official SDK.
 
 Workers share their listening socket; which one accepts a new connection is up to the kernel, but a
 kept-alive connection stays with the worker that accepted it. `/metrics` is per worker (each has its
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 
 API_VERSION = "2023-06-01"
 REQUEST_TIMEOUT = 30.0
@@ -30,7 +30,7 @@ class PinnedConnection:
         self.http = anthropic.DefaultHttpxClient(
             base_url=url,
             timeout=REQUEST_TIMEOUT,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
         )
         marked = self.http.post(
             "/v1/messages",
