@@ -1,4 +1,4 @@
-# mockserver as a standalone service (see docs/service.md):
+# mockserver as a standalone service (see README.md, "Running it as a service"):
 #   docker build -t mockserver .
 #   docker run --rm -p 8080:8080 -e MOCKSERVER_ADMIN__TOKEN=change-me mockserver
 # Settings come from MOCKSERVER_* variables (nested keys with "__"), or from a mounted TOML file:
@@ -35,8 +35,8 @@ RUN pip install --no-cache-dir --no-deps . \
 USER 10001:10001
 
 # In a container the server must listen beyond loopback, and then the admin API needs a token:
-# pass MOCKSERVER_ADMIN__TOKEN at run time (or MOCKSERVER_ADMIN__ENABLED=false, which also turns off
-# the health endpoint below). Without either, startup stops with a message naming both.
+# pass MOCKSERVER_ADMIN__TOKEN at run time (or MOCKSERVER_ADMIN__ENABLED=false, which removes the admin
+# API but keeps the health endpoint below). Without either, startup stops with a message naming both.
 ENV MOCKSERVER_HOST=0.0.0.0 \
     MOCKSERVER_PORT=8080
 

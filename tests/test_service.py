@@ -268,6 +268,14 @@ def test_published_port_is_the_exposed_port_and_the_configured_port():
     assert app["ANTHROPIC_API_KEY"]
 
 
+def test_compose_reads_no_mockserver_variable_that_is_not_a_setting():
+    # The shell that runs `docker compose` may also run `mockserver serve`, which refuses an unknown
+    # MOCKSERVER_* variable: a compose-only knob (the host port) must be named otherwise.
+    read = {m.group("name") for m in _INTERPOLATION.finditer(COMPOSE.read_text())}
+    assert "ANTHROPIC_MOCK_PORT" in read
+    assert [name for name in sorted(read) if name.startswith("MOCKSERVER_") and not is_setting(name)] == []
+
+
 def test_healthchecks_probe_the_admin_health_endpoint():
     options, command = dockerfile_healthcheck()
     assert command[:2] == ["python", "-c"] and HEALTH_PATH in command[2]
