@@ -1,4 +1,4 @@
-# mockserver as a standalone service (see README.md, "Running it as a service"):
+# mockserver as a standalone service (see docs/service.md):
 #   docker build -t mockserver .
 #   docker run --rm -p 8080:8080 -e MOCKSERVER_ADMIN__TOKEN=change-me mockserver
 # Settings come from MOCKSERVER_* variables (nested keys with "__"), or from a mounted TOML file:
