@@ -397,13 +397,24 @@ def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def anthropic_client(mockserver: MockServerHandle) -> anthropic.Anthropic:
     """`anthropic.Anthropic` for this test's server: api_key "test", max_retries 2 (the SDK default)."""
-    return mockserver.anthropic_client()
+    return _with_sdk(mockserver.anthropic_client)
 
 
 @pytest.fixture
 def async_anthropic_client(mockserver: MockServerHandle) -> anthropic.AsyncAnthropic:
     """`anthropic.AsyncAnthropic` for this test's server, configured like `anthropic_client`."""
-    return mockserver.async_anthropic_client()
+    return _with_sdk(mockserver.async_anthropic_client)
+
+
+def _with_sdk(make: Callable[[], _T]) -> _T:
+    """`make()`, with a missing SDK reported as one line saying what to install."""
+    from mockserver.testing import SDKMissing
+
+    try:
+        return make()
+    except SDKMissing as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the `except`: no "during handling" chain
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -35,6 +36,24 @@ SDK_MAX_RETRIES = 2  # the SDK's own default, so retry behaviour under test is t
 
 class ServerErrors(Exception):
     """The server hit unexpected exceptions (and answered 500) while serving a test."""
+
+
+class SDKMissing(ModuleNotFoundError):
+    """A client of the official SDK was asked for, and `anthropic` is not installed."""
+
+
+SDK_MISSING = "the anthropic SDK is not installed: pip install 'mockserver[pytest]'"
+
+
+def import_sdk() -> ModuleType:
+    """The `anthropic` module, or `SDKMissing` saying how to install it (the server does not need it)."""
+    try:
+        import anthropic
+    except ImportError as exc:
+        if exc.name != "anthropic":  # installed, but broken (one of its own imports failed)
+            raise
+        raise SDKMissing(SDK_MISSING, name="anthropic") from None
+    return anthropic
 
 
 @dataclass
@@ -170,18 +189,14 @@ class MockServerHandle:
 
     def anthropic_client(self, **options: Any) -> anthropic.Anthropic:
         """An SDK client for this server (api_key "test", the SDK's 2 retries); closed at teardown."""
-        import anthropic
-
-        client = anthropic.Anthropic(**{**self._client_options(), **options})
+        client = import_sdk().Anthropic(**{**self._client_options(), **options})
         self._clients.append(client)
         return client
 
     def async_anthropic_client(self, **options: Any) -> anthropic.AsyncAnthropic:
-        import anthropic
-
         # Not closed by the handle: its connections belong to the test's event loop, which is gone by
         # teardown; the SDK closes them when the client is collected.
-        return anthropic.AsyncAnthropic(**{**self._client_options(), **options})
+        return import_sdk().AsyncAnthropic(**{**self._client_options(), **options})
 
     def _client_options(self) -> dict[str, Any]:
         return {"api_key": TEST_API_KEY, "base_url": self.url, "max_retries": SDK_MAX_RETRIES}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,33 @@ def test_the_example_suite_passes(pytester):
     # As `pytest fixtures/examples` from the repository root: the repo's pytest config applies.
     result = pytester.runpytest_subprocess(str(EXAMPLES))
     result.assert_outcomes(passed=6)
+
+
+def test_a_missing_sdk_is_named_with_the_extra_that_brings_it(pytester):
+    # The server does not need the SDK, so the plugin loads and mockserver_env works without it; the
+    # fixtures that hand out SDK clients say what to install.
+    pytester.makeconftest('import sys\nsys.modules["anthropic"] = None  # as if not installed\n')
+    pytester.makepyfile(
+        test_no_sdk="""
+        import pytest
+
+        def test_fixture(anthropic_client):
+            pass
+
+        def test_async_fixture(async_anthropic_client):
+            pass
+
+        def test_handle(mockserver):
+            mockserver.anthropic_client()
+
+        def test_env_needs_no_sdk(mockserver_env):
+            assert mockserver_env.requests() == []
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1, errors=2)
+    out = result.stdout.str()
+    wanted = "the anthropic SDK is not installed: pip install 'mockserver[pytest]'"
+    for fixture in ("test_fixture", "test_async_fixture"):  # one line, no traceback into the plugin
+        assert re.search(rf"_ ERROR at setup of {fixture} _+\n{re.escape(wanted)}\n", out), out
+    assert f"SDKMissing: {wanted}" in out  # the handle's method, called in the test
