@@ -33,6 +33,7 @@ DEDICATED_KEYS = frozenset({"host", "port", "storage", "key_prefix", "admin"})
 PLUGIN_DEFAULTS: dict[str, Any] = {"timing": {"time_scale": 100.0}}
 SESSION_FIXTURES = frozenset({"mockserver_session"})
 
+_WORKER_COUNT = "PYTEST_XDIST_WORKER_COUNT"  # set by xdist in each worker
 _T = TypeVar("_T")
 _PLUGIN = pytest.StashKey["_Plugin"]()
 _SERVERS = pytest.StashKey[list["RunningServer"]]()
@@ -68,7 +69,36 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(**settings): settings for this test's mockserver, e.g. limits={{...}}, seed=3 "
         "(the closest marker wins); fake_clock=True gives the test a server of its own on a FakeClock",
     )
-    config.stash[_PLUGIN] = _Plugin(_read_options(config))
+    options = _read_options(config)
+    shared = _shared_servers_problem(options.urls, _xdist_workers(config))
+    if shared is not None:
+        raise pytest.UsageError(shared)
+    config.stash[_PLUGIN] = _Plugin(options)
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    """How many xdist workers this run starts, as its controller knows before any starts (0: none)."""
+    if hasattr(config, "workerinput") or getattr(config.option, "dist", "no") == "no":
+        return 0
+    count = 0
+    for spec in getattr(config.option, "tx", None) or ():  # `-n 2` is ["popen", "popen"]; "3*popen"
+        times, star, _ = str(spec).partition("*")
+        count += int(times) if star and times.isdigit() else 1
+    return count
+
+
+def _shared_servers_problem(urls: tuple[str, ...], workers: int) -> str | None:
+    """Each worker resets its server before every test: two workers on one server would wipe each
+    other's journal, limits and settings mid-test, and fail in ways that point nowhere near the cause."""
+    if not urls or workers <= len(urls):
+        return None
+    given = "1 server" if len(urls) == 1 else f"{len(urls)} servers"
+    return (
+        f"--mockserver-url (or MOCKSERVER_URL) gives {given} to {workers} xdist workers: each worker "
+        "resets its server before every test, so workers sharing one would wipe each other's state. "
+        f"Give each worker a server of its own (--mockserver-url=URL1,URL2,... with {workers} URLs) "
+        f"or run fewer workers (-n {len(urls)})."
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -212,7 +242,13 @@ class _Plugin:
         version = _version()
         url = self.external_url
         if url is not None:
-            return f"mockserver: {version}, external server {', '.join(self.options.urls)}"
+            servers = ", ".join(self.options.urls)
+            scale = self.options.time_scale
+            if scale is None:  # the server's own, which only a request (after a reset) could tell
+                timing = "its own time_scale (the plugin's default applies only to servers it starts)"
+            else:
+                timing = f"time_scale {scale:g} (--mockserver-time-scale, applied before each test)"
+            return f"mockserver: {version}, external server {servers}, {timing}"
         from mockserver.errors import ConfigError
         from mockserver.limits.store import redact
 
@@ -298,15 +334,18 @@ def mockserver_session(request: pytest.FixtureRequest) -> Iterator[RunningServer
     timeout = plugin.options.startup_timeout
     url = plugin.external_url
     running: RunningServer | None = None
-    try:
-        if url is not None:
-            running = connect(url, token=plugin.options.admin_token, timeout=timeout)
-        else:
-            running = start_server(plugin.boot_settings(), timeout=timeout)
-    except (ConfigError, RuntimeError, TimeoutError, OSError) as exc:
-        problem = f"mockserver: {exc}"
+    # Refused at configure time already, unless this worker's controller could not count its workers.
+    problem = _shared_servers_problem(plugin.options.urls, int(os.environ.get(_WORKER_COUNT) or 0))
+    if problem is None:
+        try:
+            if url is not None:
+                running = connect(url, token=plugin.options.admin_token, timeout=timeout)
+            else:
+                running = start_server(plugin.boot_settings(), timeout=timeout)
+        except (ConfigError, RuntimeError, TimeoutError, OSError) as exc:
+            problem = f"mockserver: {exc}"
     if running is None:
-        pytest.fail(problem, pytrace=False)  # outside the `except`: no "during handling" chain
+        pytest.fail(str(problem), pytrace=False)  # outside the `except`: no "during handling" chain
     plugin.session_server = running
     yield running
     plugin.session_server = None

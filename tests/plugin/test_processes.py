@@ -99,15 +99,54 @@ def test_external_server_via_mockserver_url(pytester):
         result.assert_outcomes(passed=3, errors=2)
         result.stdout.fnmatch_lines(
             [
-                f"mockserver: *, external server {url}",
+                f"mockserver: *, external server {url}, time_scale 1000 (--mockserver-time-scale, "
+                "applied before each test)",
                 f"*test_4_fake_clock_is_refused: fake_clock=True needs a server of its own, which "
                 f"--mockserver-url {url} cannot provide*",
                 "*setting 'timing.warp' from @pytest.mark.mockserver on *test_5_bad_marker_key: unknown*",
             ]
         )
+        # Without the option the server keeps its own time scale, and the header says so.
+        result = pytester.runpytest("-p", "no:cacheprovider", f"--mockserver-url={url}", "--co")
+        result.stdout.fnmatch_lines(
+            [
+                f"mockserver: *, external server {url}, its own time_scale (the plugin's default applies "
+                "only to servers it starts)"
+            ]
+        )
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_more_xdist_workers_than_external_servers_is_refused_up_front(pytester):
+    pytester.makepyfile(test_x="def test_x(mockserver): pass")
+    # Nothing listens at these URLs: the run must stop before any worker tries them.
+    urls = "--mockserver-url=http://127.0.0.1:9"
+    result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "-p", "no:cacheprovider", urls)
+    assert result.ret == 4  # usage error
+    result.stderr.fnmatch_lines(
+        [
+            "*--mockserver-url (or MOCKSERVER_URL) gives 1 server to 2 xdist workers: each worker resets "
+            "its server before every test, so workers sharing one would wipe each other's state. Give "
+            "each worker a server of its own (--mockserver-url=URL1,URL2,... with 2 URLs) or run fewer "
+            "workers (-n 1)."
+        ]
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "xdist", "--tx", "3*popen", "--dist", "load", "-p", "no:cacheprovider",
+        "--mockserver-url=http://127.0.0.1:9,http://127.0.0.1:10",
+    )  # fmt: skip
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*gives 2 servers to 3 xdist workers*"])
+
+
+def test_a_worker_refuses_a_shared_server_its_controller_did_not_count(pytester, monkeypatch):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")  # as xdist sets it in each worker
+    pytester.makepyfile(test_x="def test_x(mockserver): pass")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--mockserver-url=http://127.0.0.1:9")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*gives 1 server to 2 xdist workers*"])
 
 
 def test_unreachable_external_server_fails_clearly(pytester):
