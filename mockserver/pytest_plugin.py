@@ -30,7 +30,10 @@ MARKER = "mockserver"
 # Settings a running server cannot change (they pick its socket, its store, or lock the plugin out
 # of its admin API): a marker naming one gets a server of its own.
 DEDICATED_KEYS = frozenset({"host", "port", "storage", "key_prefix", "admin"})
-PLUGIN_DEFAULTS: dict[str, Any] = {"timing": {"time_scale": 100.0}}
+# Request bodies are recorded so that tests can read what was sent (`mockserver.request_bodies()`).
+PLUGIN_DEFAULTS: dict[str, Any] = {"timing": {"time_scale": 100.0}, "journal": {"record_bodies": True}}
+# What an external server gets before each test besides the options: what request assertions read.
+EXTERNAL_PATCH: dict[str, Any] = {"journal": {"record_bodies": True}}
 SESSION_FIXTURES = frozenset({"mockserver_session"})
 
 _WORKER_COUNT = "PYTEST_XDIST_WORKER_COUNT"  # set by xdist in each worker
@@ -395,7 +398,7 @@ def _session_handle(
     from mockserver.testing import MockServerHandle
 
     # In-process the options are part of the boot settings; an external server gets them per test.
-    patch = {} if running.server is not None else plugin.option_patch()
+    patch = {} if running.server is not None else _merged(EXTERNAL_PATCH, plugin.option_patch())
     base = {} if running.settings is None else running.settings.model_dump()
     # Checked here first so a bad key is reported as coming from the marker, not from "admin API".
     build_settings(

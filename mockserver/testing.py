@@ -201,6 +201,91 @@ class MockServerHandle:
     def _client_options(self) -> dict[str, Any]:
         return {"api_key": TEST_API_KEY, "base_url": self.url, "max_retries": SDK_MAX_RETRIES}
 
+    # Scripted replies: what the next matching POST /v1/messages gets, queued after those before.
+
+    def reply(
+        self,
+        text: str | None = None,
+        *,
+        tool_use: str | Mapping[str, Any] | None = None,
+        stop_reason: str | None = None,
+        error: int | None = None,
+        message: str | None = None,
+        error_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+        speed: str | None = None,
+        contains: str | None = None,
+        times: int | None = 1,
+    ) -> Row:
+        """The next matching request gets this reply or error instead of a generated one.
+
+        `reply("Hello")`; `reply(tool_use={"name": "get_weather", "input": {"city": "Paris"}})` (only
+        for requests that offer the tool; a bare name generates the input from its schema);
+        `reply(error=529)`, `reply(error=429, headers={"retry-after": "1"})`. Only requests matching
+        `model`, `speed` and `contains` (in the last user message) take it, `times` of them (None:
+        every one until cleared). Usage, streaming and pacing are those of any reply.
+        """
+        entry = scripted_entry(
+            text,
+            tool_use=tool_use,
+            stop_reason=stop_reason,
+            error=error,
+            message=message,
+            error_type=error_type,
+            headers=headers,
+            model=model,
+            speed=speed,
+            contains=contains,
+            times=times,
+        )
+        [row] = self.running.admin.add_replies(entry)
+        return row
+
+    def reply_sequence(
+        self,
+        steps: Iterable[str | Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        speed: str | None = None,
+        contains: str | None = None,
+    ) -> list[Row]:
+        """Replies answered in this order, e.g. `reply_sequence([{"error": 429}, "Hello"])`: each step
+        a text or `reply`'s keyword arguments; the filters apply to every step."""
+        shared = {"model": model, "speed": speed, "contains": contains}
+        entries = [
+            scripted_entry(step, **shared) if isinstance(step, str) else scripted_entry(**{**shared, **step})
+            for step in steps
+        ]
+        if not entries:
+            raise ValueError("reply_sequence needs at least one step")
+        return self.running.admin.add_replies(*entries)
+
+    def scripted_replies(self) -> list[Row]:
+        """Every reply scripted in this test, in order, with `used` and `remaining` (None: unlimited)."""
+        return self.running.admin.replies()
+
+    def clear_replies(self) -> int:
+        return self.running.admin.clear_replies()
+
+    # Assertions over this test's journal; the module-level functions take rows instead.
+
+    def assert_requests(self, count: int | None = None, **fields: Any) -> list[Row]:
+        """This test's requests whose journal fields equal `fields` (model=..., speed="fast",
+        status=200, stream=True, scripted=True, ...): exactly `count` of them, or at least one."""
+        return assert_requests(self.requests(), count, **fields)
+
+    def request_bodies(self, **filters: Any) -> list[Any]:
+        """The JSON bodies of this test's POST /v1/messages requests, oldest first (the plugin's
+        servers record them; filters as `requests`)."""
+        rows = self.requests(path="/v1/messages", **filters)
+        if any(row.get("body") is None for row in rows) and not self.settings["journal"]["record_bodies"]:
+            raise AssertionError(
+                "this server does not record request bodies; "
+                'turn it on with mockserver.configure(journal={"record_bodies": True})'
+            )
+        return [row["body"] for row in rows]
+
     # Assertions over this test's journal; the module-level functions take rows instead.
 
     def assert_fast(self, row: Row | None = None, *, beta: str | None = FAST_MODE_BETA) -> Row:
@@ -314,6 +399,57 @@ def assert_retries_respect_retry_after(
     return checked
 
 
+def scripted_entry(
+    text: str | None = None,
+    *,
+    tool_use: str | Mapping[str, Any] | None = None,
+    stop_reason: str | None = None,
+    error: int | None = None,
+    message: str | None = None,
+    error_type: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    model: str | None = None,
+    speed: str | None = None,
+    contains: str | None = None,
+    times: int | None = 1,
+) -> dict[str, Any]:
+    """`MockServerHandle.reply`'s arguments as the entry `POST /_admin/replies` takes."""
+    if error is None and (message, error_type, headers) != (None, None, None):
+        raise ValueError("message=, error_type= and headers= describe an error: give error=<status> too")
+    entry: dict[str, Any] = {"times": times}
+    if error is not None:
+        described = {"status": error, "type": error_type, "message": message, "headers": headers}
+        entry["error"] = {key: value for key, value in described.items() if value is not None}
+    if tool_use is not None:
+        entry["tool_use"] = {"name": tool_use} if isinstance(tool_use, str) else dict(tool_use)
+    optional = {
+        "text": text,
+        "stop_reason": stop_reason,
+        "model": model,
+        "speed": speed,
+        "contains": contains,
+    }
+    entry.update((key, value) for key, value in optional.items() if value is not None)
+    return jsonable(entry)
+
+
+def assert_requests(rows: Iterable[Row], count: int | None = None, **fields: Any) -> list[Row]:
+    """The rows whose fields equal `fields`: exactly `count` of them, or at least one."""
+    rows = list(rows)
+    unknown = sorted(set(fields) - set(rows[0])) if rows else []
+    if unknown:
+        raise AssertionError(f"{unknown[0]!r} is not a journal field; rows have {', '.join(rows[0])}")
+    found = [row for row in rows if all(row.get(key) == value for key, value in fields.items())]
+    if len(found) != count if count is not None else not found:
+        wanted = "at least 1" if count is None else str(count)
+        described = ", ".join(f"{key}={value!r}" for key, value in fields.items()) or "any fields"
+        raise AssertionError(
+            f"expected {wanted} request(s) with {described}, found {len(found)}; the requests were:\n"
+            + _table(rows)
+        )
+    return found
+
+
 def jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
     """Settings as the admin API takes them (tuples to lists, paths to strings)."""
     return json.loads(json.dumps(dict(data), default=str))
@@ -336,7 +472,17 @@ def _same_request(a: Row, b: Row) -> bool:
 
 
 def _brief(row: Row) -> str:
-    keys = ("request_id", "model", "speed", "betas", "stream", "status", "retry_count", "started_at")
+    keys = (
+        "request_id",
+        "model",
+        "speed",
+        "betas",
+        "stream",
+        "status",
+        "retry_count",
+        "scripted",
+        "started_at",
+    )
     return ", ".join(f"{key}={row.get(key)!r}" for key in keys)
 
 
