@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import anthropic
 
     from mockserver.settings import Layer, Settings
-    from mockserver.testing import MockServerHandle, RunningServer
+    from mockserver.testing import ClockDriver, MockServerHandle, RunningServer
 
 MARKER = "mockserver"
 # Settings a running server cannot change (they pick its socket, its store, or lock the plugin out
@@ -40,6 +40,8 @@ _WORKER_COUNT = "PYTEST_XDIST_WORKER_COUNT"  # set by xdist in each worker
 _T = TypeVar("_T")
 _PLUGIN = pytest.StashKey["_Plugin"]()
 _SERVERS = pytest.StashKey[list["RunningServer"]]()
+_CLOCK_DRIVERS = pytest.StashKey[list["ClockDriver"]]()
+AUTO = "auto"  # fake_clock="auto": the clock moves to the next deadline whenever every request waits
 
 OPTIONS = {
     # name: (help, metavar)
@@ -70,7 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(**settings): settings for this test's mockserver, e.g. limits={{...}}, seed=3 "
-        "(the closest marker wins); fake_clock=True gives the test a server of its own on a FakeClock",
+        "(the closest marker wins); fake_clock=True gives the test a server of its own on a FakeClock "
+        '(advanced by the test), fake_clock="auto" one that moves to the next deadline by itself',
     )
     options = _read_options(config)
     shared = _shared_servers_problem(options.urls, _xdist_workers(config))
@@ -120,6 +123,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
             from mockserver.testing import describe_server_errors
 
             exc.add_note(describe_server_errors(errors, running.url))
+        for stall in _clock_stalls(item):
+            exc.add_note(stall)
         raise
     found = _server_errors(item)
     if found:
@@ -127,7 +132,16 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
         running, errors = found[0]
         raise server_errors_failure([e for _, errs in found for e in errs], running.url)
+    stalls = _clock_stalls(item)
+    if stalls:
+        from mockserver.testing import FakeClockStalled
+
+        raise FakeClockStalled("\n".join(stalls))
     return result
+
+
+def _clock_stalls(item: pytest.Item) -> list[str]:
+    return [stall for driver in item.stash.get(_CLOCK_DRIVERS, []) for stall in driver.take_stalls()]
 
 
 def _server_errors(item: pytest.Item) -> list[tuple[RunningServer, list[BaseException]]]:
@@ -297,13 +311,14 @@ class ServerFactory:
         self._node = node
         self._started: list[tuple[MockServerHandle, RunningServer]] = []
 
-    def __call__(self, *, fake_clock: bool = False, **settings: Any) -> MockServerHandle:
-        return self.start(settings, fake_clock=fake_clock, origin="mockserver_factory(...)")
+    def __call__(self, *, fake_clock: bool | str = False, **settings: Any) -> MockServerHandle:
+        origin = "mockserver_factory(...)"
+        return self.start(settings, fake_clock=_fake_clock_mode(fake_clock, origin), origin=origin)
 
-    def start(self, settings: Mapping[str, Any], *, fake_clock: bool, origin: str) -> MockServerHandle:
+    def start(self, settings: Mapping[str, Any], *, fake_clock: bool | str, origin: str) -> MockServerHandle:
         from mockserver.clock import FakeClock
         from mockserver.settings import Layer, build_settings
-        from mockserver.testing import MockServerHandle, start_server
+        from mockserver.testing import ClockDriver, MockServerHandle, start_server
 
         layers = self._plugin.boot_layers()
         if fake_clock:
@@ -315,14 +330,20 @@ class ServerFactory:
             built, clock=FakeClock() if fake_clock else None, timeout=self._plugin.options.startup_timeout
         )
         handle = MockServerHandle(running)
-        handle.reset()  # only to mark where this test's journal starts
         self._started.append((handle, running))
+        if fake_clock:
+            # Moves the clock (auto), or fails the test fast when requests wait on it in vain.
+            handle.clock_driver = ClockDriver(running, auto=fake_clock == AUTO).start()
+            self._node.stash.setdefault(_CLOCK_DRIVERS, []).append(handle.clock_driver)
+        handle.reset()  # only to mark where this test's journal starts
         _track(self._node, running)
         return handle
 
     def stop_all(self) -> None:
         for handle, running in reversed(self._started):
             handle.close()
+            if handle.clock_driver is not None:
+                handle.clock_driver.stop()
             running.stop()
         self._started.clear()
 
@@ -373,7 +394,8 @@ def mockserver(request: pytest.FixtureRequest) -> Iterator[MockServerHandle]:
     if fake_clock or dedicated:
         url = plugin.external_url
         if url is not None:
-            why = "fake_clock=True" if fake_clock else f"'{dedicated[0]}' (settable only at startup)"
+            startup_only = f"'{dedicated[0]}' (settable only at startup)" if dedicated else ""
+            why = f"fake_clock={fake_clock!r}" if fake_clock else startup_only
             pytest.fail(
                 f"{origin}: {why} needs a server of its own, which --mockserver-url {url} cannot "
                 "provide; deselect this test when running against an external server",
@@ -413,17 +435,20 @@ def _session_handle(
     return handle
 
 
-def _marker_settings(node: pytest.Item, origin: str) -> tuple[dict[str, Any], bool]:
+def _marker_settings(node: pytest.Item, origin: str) -> tuple[dict[str, Any], bool | str]:
     marker = node.get_closest_marker(MARKER)
     if marker is None:
         return {}, False
     if marker.args:
         pytest.fail(f"{origin}: takes settings as keyword arguments, e.g. seed=3", pytrace=False)
     settings = dict(marker.kwargs)
-    fake_clock = settings.pop("fake_clock", False)
-    if not isinstance(fake_clock, bool):
-        pytest.fail(f"{origin}: fake_clock must be True or False, got {fake_clock!r}", pytrace=False)
-    return settings, fake_clock
+    return settings, _fake_clock_mode(settings.pop("fake_clock", False), origin)
+
+
+def _fake_clock_mode(value: Any, origin: str) -> bool | str:
+    if not isinstance(value, bool) and value != AUTO:
+        pytest.fail(f'{origin}: fake_clock must be True, False or "auto", got {value!r}', pytrace=False)
+    return value
 
 
 def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

@@ -161,7 +161,7 @@ def test_unreachable_external_server_fails_clearly(pytester):
 def test_the_example_suite_passes(pytester):
     # As `pytest fixtures/examples` from the repository root: the repo's pytest config applies.
     result = pytester.runpytest_subprocess(str(EXAMPLES))
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=9)
 
 
 def test_a_missing_sdk_is_named_with_the_extra_that_brings_it(pytester):
