@@ -90,13 +90,18 @@ def test_external_server_via_mockserver_url(pytester):
             @pytest.mark.mockserver(timing={{"warp": 1}})
             def test_5_bad_marker_key(mockserver):
                 pass
+
+            def test_6_scripted_replies_and_recorded_bodies(mockserver, anthropic_client):
+                mockserver.reply("Scripted there.")  # 3 tokens: within max_tokens=5
+                assert ask(anthropic_client).content[0].text == "Scripted there."
+                assert mockserver.request_bodies()[0]["messages"] == HELLO  # recorded here too
             """
         )
         result = pytester.runpytest(
             "-p", "no:cacheprovider", f"--mockserver-url={url}", "--mockserver-time-scale=1000",
             "--mockserver-seed=4",
         )  # fmt: skip
-        result.assert_outcomes(passed=3, errors=2)
+        result.assert_outcomes(passed=4, errors=2)
         result.stdout.fnmatch_lines(
             [
                 f"mockserver: *, external server {url}, time_scale 1000 (--mockserver-time-scale, "
