@@ -79,3 +79,17 @@ class AdminClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    # Scripted replies: what the next matching POST /v1/messages gets (see mockserver/scripted.py).
+
+    def add_replies(self, *entries: dict[str, Any]) -> list[dict[str, Any]]:
+        """Queue entries after those already queued, answered in order, e.g.
+        `add_replies({"error": {"status": 429}}, {"text": "Hello"})`; returns them with their ids."""
+        return self._call("POST", "/_admin/replies", json={"replies": list(entries)})["data"]
+
+    def replies(self) -> list[dict[str, Any]]:
+        """Every entry since the last clear or reset, with `used` and `remaining` (None: unlimited)."""
+        return self._call("GET", "/_admin/replies")["data"]
+
+    def clear_replies(self) -> int:
+        return int(self._call("DELETE", "/_admin/replies")["deleted"])

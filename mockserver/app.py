@@ -72,6 +72,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         Route("/_admin/faults", admin.list_faults, methods=["GET"]),
         Route("/_admin/faults", admin.create_fault, methods=["POST"]),
         Route("/_admin/faults/{name}", admin.delete_fault, methods=["DELETE"]),
+        Route("/_admin/replies", admin.create_replies, methods=["POST"]),
+        Route("/_admin/replies", admin.list_replies, methods=["GET"]),
+        Route("/_admin/replies", admin.clear_replies, methods=["DELETE"]),
         Route("/metrics", admin.metrics, methods=["GET"]),
     ]
 

@@ -16,7 +16,9 @@ from mockserver.state import StateStore
 
 ENTRIES_KEY = "journal:entries"
 APPENDED_KEY = "journal:appended"
-FILTERS = ("model", "speed", "status", "path", "api_key_id", "organization", "error_type", "stream")
+FILTERS = (
+    "model", "speed", "status", "path", "api_key_id", "organization", "error_type", "stream", "scripted",
+)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4096)
@@ -55,6 +57,7 @@ class RequestRecord:
     duration_seconds: float | None = None
     output_tokens_per_second: float | None = None
     fault: str | None = None
+    scripted: bool = False  # answered by a reply or error a test scripted (POST /_admin/replies)
     rate_limited_by: str | None = None
     retry_after: float | None = None  # the retry-after header sent back, in seconds
     cost_usd: float | None = None

@@ -24,18 +24,24 @@ if TYPE_CHECKING:
     import anthropic
 
     from mockserver.settings import Layer, Settings
-    from mockserver.testing import MockServerHandle, RunningServer
+    from mockserver.testing import ClockDriver, MockServerHandle, RunningServer
 
 MARKER = "mockserver"
 # Settings a running server cannot change (they pick its socket, its store, or lock the plugin out
 # of its admin API): a marker naming one gets a server of its own.
 DEDICATED_KEYS = frozenset({"host", "port", "storage", "key_prefix", "admin"})
-PLUGIN_DEFAULTS: dict[str, Any] = {"timing": {"time_scale": 100.0}}
+# Request bodies are recorded so that tests can read what was sent (`mockserver.request_bodies()`).
+PLUGIN_DEFAULTS: dict[str, Any] = {"timing": {"time_scale": 100.0}, "journal": {"record_bodies": True}}
+# What an external server gets before each test besides the options: what request assertions read.
+EXTERNAL_PATCH: dict[str, Any] = {"journal": {"record_bodies": True}}
 SESSION_FIXTURES = frozenset({"mockserver_session"})
 
+_WORKER_COUNT = "PYTEST_XDIST_WORKER_COUNT"  # set by xdist in each worker
 _T = TypeVar("_T")
 _PLUGIN = pytest.StashKey["_Plugin"]()
 _SERVERS = pytest.StashKey[list["RunningServer"]]()
+_CLOCK_DRIVERS = pytest.StashKey[list["ClockDriver"]]()
+AUTO = "auto"  # fake_clock="auto": the clock moves to the next deadline whenever every request waits
 
 OPTIONS = {
     # name: (help, metavar)
@@ -66,9 +72,39 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(**settings): settings for this test's mockserver, e.g. limits={{...}}, seed=3 "
-        "(the closest marker wins); fake_clock=True gives the test a server of its own on a FakeClock",
+        "(the closest marker wins); fake_clock=True gives the test a server of its own on a FakeClock "
+        '(advanced by the test), fake_clock="auto" one that moves to the next deadline by itself',
     )
-    config.stash[_PLUGIN] = _Plugin(_read_options(config))
+    options = _read_options(config)
+    shared = _shared_servers_problem(options.urls, _xdist_workers(config))
+    if shared is not None:
+        raise pytest.UsageError(shared)
+    config.stash[_PLUGIN] = _Plugin(options)
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    """How many xdist workers this run starts, as its controller knows before any starts (0: none)."""
+    if hasattr(config, "workerinput") or getattr(config.option, "dist", "no") == "no":
+        return 0
+    count = 0
+    for spec in getattr(config.option, "tx", None) or ():  # `-n 2` is ["popen", "popen"]; "3*popen"
+        times, star, _ = str(spec).partition("*")
+        count += int(times) if star and times.isdigit() else 1
+    return count
+
+
+def _shared_servers_problem(urls: tuple[str, ...], workers: int) -> str | None:
+    """Each worker resets its server before every test: two workers on one server would wipe each
+    other's journal, limits and settings mid-test, and fail in ways that point nowhere near the cause."""
+    if not urls or workers <= len(urls):
+        return None
+    given = "1 server" if len(urls) == 1 else f"{len(urls)} servers"
+    return (
+        f"--mockserver-url (or MOCKSERVER_URL) gives {given} to {workers} xdist workers: each worker "
+        "resets its server before every test, so workers sharing one would wipe each other's state. "
+        f"Give each worker a server of its own (--mockserver-url=URL1,URL2,... with {workers} URLs) "
+        f"or run fewer workers (-n {len(urls)})."
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -87,6 +123,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
             from mockserver.testing import describe_server_errors
 
             exc.add_note(describe_server_errors(errors, running.url))
+        for stall in _clock_stalls(item):
+            exc.add_note(stall)
         raise
     found = _server_errors(item)
     if found:
@@ -94,7 +132,16 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
         running, errors = found[0]
         raise server_errors_failure([e for _, errs in found for e in errs], running.url)
+    stalls = _clock_stalls(item)
+    if stalls:
+        from mockserver.testing import FakeClockStalled
+
+        raise FakeClockStalled("\n".join(stalls))
     return result
+
+
+def _clock_stalls(item: pytest.Item) -> list[str]:
+    return [stall for driver in item.stash.get(_CLOCK_DRIVERS, []) for stall in driver.take_stalls()]
 
 
 def _server_errors(item: pytest.Item) -> list[tuple[RunningServer, list[BaseException]]]:
@@ -212,7 +259,13 @@ class _Plugin:
         version = _version()
         url = self.external_url
         if url is not None:
-            return f"mockserver: {version}, external server {', '.join(self.options.urls)}"
+            servers = ", ".join(self.options.urls)
+            scale = self.options.time_scale
+            if scale is None:  # the server's own, which only a request (after a reset) could tell
+                timing = "its own time_scale (the plugin's default applies only to servers it starts)"
+            else:
+                timing = f"time_scale {scale:g} (--mockserver-time-scale, applied before each test)"
+            return f"mockserver: {version}, external server {servers}, {timing}"
         from mockserver.errors import ConfigError
         from mockserver.limits.store import redact
 
@@ -258,13 +311,14 @@ class ServerFactory:
         self._node = node
         self._started: list[tuple[MockServerHandle, RunningServer]] = []
 
-    def __call__(self, *, fake_clock: bool = False, **settings: Any) -> MockServerHandle:
-        return self.start(settings, fake_clock=fake_clock, origin="mockserver_factory(...)")
+    def __call__(self, *, fake_clock: bool | str = False, **settings: Any) -> MockServerHandle:
+        origin = "mockserver_factory(...)"
+        return self.start(settings, fake_clock=_fake_clock_mode(fake_clock, origin), origin=origin)
 
-    def start(self, settings: Mapping[str, Any], *, fake_clock: bool, origin: str) -> MockServerHandle:
+    def start(self, settings: Mapping[str, Any], *, fake_clock: bool | str, origin: str) -> MockServerHandle:
         from mockserver.clock import FakeClock
         from mockserver.settings import Layer, build_settings
-        from mockserver.testing import MockServerHandle, start_server
+        from mockserver.testing import ClockDriver, MockServerHandle, start_server
 
         layers = self._plugin.boot_layers()
         if fake_clock:
@@ -276,14 +330,20 @@ class ServerFactory:
             built, clock=FakeClock() if fake_clock else None, timeout=self._plugin.options.startup_timeout
         )
         handle = MockServerHandle(running)
-        handle.reset()  # only to mark where this test's journal starts
         self._started.append((handle, running))
+        if fake_clock:
+            # Moves the clock (auto), or fails the test fast when requests wait on it in vain.
+            handle.clock_driver = ClockDriver(running, auto=fake_clock == AUTO).start()
+            self._node.stash.setdefault(_CLOCK_DRIVERS, []).append(handle.clock_driver)
+        handle.reset()  # only to mark where this test's journal starts
         _track(self._node, running)
         return handle
 
     def stop_all(self) -> None:
         for handle, running in reversed(self._started):
             handle.close()
+            if handle.clock_driver is not None:
+                handle.clock_driver.stop()
             running.stop()
         self._started.clear()
 
@@ -298,15 +358,18 @@ def mockserver_session(request: pytest.FixtureRequest) -> Iterator[RunningServer
     timeout = plugin.options.startup_timeout
     url = plugin.external_url
     running: RunningServer | None = None
-    try:
-        if url is not None:
-            running = connect(url, token=plugin.options.admin_token, timeout=timeout)
-        else:
-            running = start_server(plugin.boot_settings(), timeout=timeout)
-    except (ConfigError, RuntimeError, TimeoutError, OSError) as exc:
-        problem = f"mockserver: {exc}"
+    # Refused at configure time already, unless this worker's controller could not count its workers.
+    problem = _shared_servers_problem(plugin.options.urls, int(os.environ.get(_WORKER_COUNT) or 0))
+    if problem is None:
+        try:
+            if url is not None:
+                running = connect(url, token=plugin.options.admin_token, timeout=timeout)
+            else:
+                running = start_server(plugin.boot_settings(), timeout=timeout)
+        except (ConfigError, RuntimeError, TimeoutError, OSError) as exc:
+            problem = f"mockserver: {exc}"
     if running is None:
-        pytest.fail(problem, pytrace=False)  # outside the `except`: no "during handling" chain
+        pytest.fail(str(problem), pytrace=False)  # outside the `except`: no "during handling" chain
     plugin.session_server = running
     yield running
     plugin.session_server = None
@@ -331,7 +394,8 @@ def mockserver(request: pytest.FixtureRequest) -> Iterator[MockServerHandle]:
     if fake_clock or dedicated:
         url = plugin.external_url
         if url is not None:
-            why = "fake_clock=True" if fake_clock else f"'{dedicated[0]}' (settable only at startup)"
+            startup_only = f"'{dedicated[0]}' (settable only at startup)" if dedicated else ""
+            why = f"fake_clock={fake_clock!r}" if fake_clock else startup_only
             pytest.fail(
                 f"{origin}: {why} needs a server of its own, which --mockserver-url {url} cannot "
                 "provide; deselect this test when running against an external server",
@@ -356,7 +420,7 @@ def _session_handle(
     from mockserver.testing import MockServerHandle
 
     # In-process the options are part of the boot settings; an external server gets them per test.
-    patch = {} if running.server is not None else plugin.option_patch()
+    patch = {} if running.server is not None else _merged(EXTERNAL_PATCH, plugin.option_patch())
     base = {} if running.settings is None else running.settings.model_dump()
     # Checked here first so a bad key is reported as coming from the marker, not from "admin API".
     build_settings(
@@ -371,17 +435,20 @@ def _session_handle(
     return handle
 
 
-def _marker_settings(node: pytest.Item, origin: str) -> tuple[dict[str, Any], bool]:
+def _marker_settings(node: pytest.Item, origin: str) -> tuple[dict[str, Any], bool | str]:
     marker = node.get_closest_marker(MARKER)
     if marker is None:
         return {}, False
     if marker.args:
         pytest.fail(f"{origin}: takes settings as keyword arguments, e.g. seed=3", pytrace=False)
     settings = dict(marker.kwargs)
-    fake_clock = settings.pop("fake_clock", False)
-    if not isinstance(fake_clock, bool):
-        pytest.fail(f"{origin}: fake_clock must be True or False, got {fake_clock!r}", pytrace=False)
-    return settings, fake_clock
+    return settings, _fake_clock_mode(settings.pop("fake_clock", False), origin)
+
+
+def _fake_clock_mode(value: Any, origin: str) -> bool | str:
+    if not isinstance(value, bool) and value != AUTO:
+        pytest.fail(f'{origin}: fake_clock must be True, False or "auto", got {value!r}', pytrace=False)
+    return value
 
 
 def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -397,13 +464,24 @@ def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def anthropic_client(mockserver: MockServerHandle) -> anthropic.Anthropic:
     """`anthropic.Anthropic` for this test's server: api_key "test", max_retries 2 (the SDK default)."""
-    return mockserver.anthropic_client()
+    return _with_sdk(mockserver.anthropic_client)
 
 
 @pytest.fixture
 def async_anthropic_client(mockserver: MockServerHandle) -> anthropic.AsyncAnthropic:
     """`anthropic.AsyncAnthropic` for this test's server, configured like `anthropic_client`."""
-    return mockserver.async_anthropic_client()
+    return _with_sdk(mockserver.async_anthropic_client)
+
+
+def _with_sdk(make: Callable[[], _T]) -> _T:
+    """`make()`, with a missing SDK reported as one line saying what to install."""
+    from mockserver.testing import SDKMissing
+
+    try:
+        return make()
+    except SDKMissing as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the `except`: no "during handling" chain
 
 
 @pytest.fixture

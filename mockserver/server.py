@@ -81,6 +81,12 @@ class MockServer:
             time.sleep(0.005)
         return self
 
+    @property
+    def requests_in_flight(self) -> int:
+        """HTTP requests being served now (uvicorn's tasks); read from any thread, for test tooling
+        that must know whether every request is waiting on a fake clock."""
+        return 0 if self._server is None else len(self._server.server_state.tasks)
+
     def _run(self) -> None:
         assert self._server is not None and self._socket is not None
         self._server.run(sockets=[self._socket])  # uvloop when installed, as `mockserver serve`

@@ -9,10 +9,12 @@ what HTTP cannot do: advancing a fake clock, reading the exceptions a server swa
 from __future__ import annotations
 
 import json
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -35,6 +37,24 @@ SDK_MAX_RETRIES = 2  # the SDK's own default, so retry behaviour under test is t
 
 class ServerErrors(Exception):
     """The server hit unexpected exceptions (and answered 500) while serving a test."""
+
+
+class SDKMissing(ModuleNotFoundError):
+    """A client of the official SDK was asked for, and `anthropic` is not installed."""
+
+
+SDK_MISSING = "the anthropic SDK is not installed: pip install 'mockserver[pytest]'"
+
+
+def import_sdk() -> ModuleType:
+    """The `anthropic` module, or `SDKMissing` saying how to install it (the server does not need it)."""
+    try:
+        import anthropic
+    except ImportError as exc:
+        if exc.name != "anthropic":  # installed, but broken (one of its own imports failed)
+            raise
+        raise SDKMissing(SDK_MISSING, name="anthropic") from None
+    return anthropic
 
 
 @dataclass
@@ -98,6 +118,89 @@ def connect(url: str, *, token: str | None = None, timeout: float = 10.0) -> Run
         time.sleep(0.1)
 
 
+FAKE_CLOCK_STALL_SECONDS = 2.0  # real seconds a server may wait on a fake clock nobody advances
+
+
+class FakeClockStalled(Exception):
+    """Requests waited on a test server's fake clock that the test never advanced."""
+
+
+class ClockDriver:
+    """Watches a test server's `FakeClock` from a thread of its own, and moves it when asked to.
+
+    "Every request asleep" is when the clock has at least as many sleepers as the server has requests
+    in flight (a sleeper is counted only once what its request wrote is on the socket). Then, with
+    `auto` on, the clock jumps to the next deadline; with it off, the server is stalled, and after
+    `stall_after` real seconds of that without the test moving the clock, the stall is noted (the
+    test fails with it) and auto-advance takes over so that the test ends instead of hanging.
+    """
+
+    # How often the clock is looked at: often while requests wait on it (each step of a stream is one
+    # jump), seldom while none do (a thread waking for nothing still takes the GIL from the server).
+    BUSY_POLL_SECONDS = 0.0005
+    IDLE_POLL_SECONDS = 0.005
+
+    def __init__(
+        self, running: RunningServer, *, auto: bool, stall_after: float = FAKE_CLOCK_STALL_SECONDS
+    ) -> None:
+        clock, server = running.clock, running.server
+        if clock is None or server is None:
+            raise ValueError("a ClockDriver drives the FakeClock of an in-process server")
+        self.clock: FakeClock = clock
+        self.server: MockServer = server
+        self.url = running.url
+        self.auto = auto
+        self.stall_after = stall_after
+        self.stalls: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"fake clock of {self.url}", daemon=True)
+
+    def start(self) -> ClockDriver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def take_stalls(self) -> list[str]:
+        stalls, self.stalls = self.stalls, []
+        return stalls
+
+    def _run(self) -> None:
+        stalled_since: float | None = None  # real time since when every request waits, at `stalled_at`
+        stalled_at = 0.0  # the clock's time then: a test that moves the clock is driving it
+        poll = self.IDLE_POLL_SECONDS
+        while not self._stop.wait(poll):
+            sleepers, in_flight = self.clock.pending_sleepers, self.server.requests_in_flight
+            poll = self.BUSY_POLL_SECONDS if sleepers or in_flight else self.IDLE_POLL_SECONDS
+            if not sleepers or in_flight > sleepers:
+                stalled_since = None  # nothing waits, or something is still running
+                continue
+            deadline = self.clock.next_deadline()
+            if self.auto:
+                if deadline is not None:
+                    self.clock.set(deadline)
+                continue
+            now = self.clock.now()
+            if stalled_since is None or now != stalled_at:
+                stalled_since, stalled_at = time.monotonic(), now
+            elif time.monotonic() - stalled_since >= self.stall_after:
+                self.stalls.append(self._stall_message(sleepers, now, deadline))
+                self.auto = True
+
+    def _stall_message(self, sleepers: int, now: float, deadline: float | None) -> str:
+        ahead = "" if deadline is None else f"; the next deadline is {deadline - now:.3g} s ahead"
+        return (
+            f"mockserver at {self.url}: {sleepers} request(s) waited {self.stall_after:g} s on the "
+            f"server's fake clock, which the test did not advance (it stood at {now:.3f}{ahead}). "
+            "Advance it in the test (mockserver.clock.advance(seconds), or "
+            "mockserver.clock.set(mockserver.clock.next_deadline())), or let it move to each deadline by "
+            'itself: @pytest.mark.mockserver(fake_clock="auto") or mockserver.auto_advance(). It was '
+            "advanced automatically from then on, so that the test could end."
+        )
+
+
 class MockServerHandle:
     """The `mockserver` fixture: one server, reset for this test, with this test's settings applied."""
 
@@ -106,6 +209,7 @@ class MockServerHandle:
         self._layer = jsonable(layer or {})
         self._since: float | None = None
         self._clients: list[anthropic.Anthropic] = []
+        self.clock_driver: ClockDriver | None = None  # on fake-clock servers the plugin starts
 
     @property
     def url(self) -> str:
@@ -133,6 +237,16 @@ class MockServerHandle:
                 "@pytest.mark.mockserver(fake_clock=True) to get a clock it can advance"
             )
         return clock
+
+    def auto_advance(self, enabled: bool = True) -> None:
+        """Let the fake clock jump to the next deadline whenever every request waits on it (streams,
+        paced replies, latency faults then run through without the test stepping the clock)."""
+        if self.clock_driver is None:
+            raise RuntimeError(
+                "auto_advance needs a fake clock the plugin drives: mark the test "
+                '@pytest.mark.mockserver(fake_clock=True) or fake_clock="auto"'
+            )
+        self.clock_driver.auto = enabled
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -170,21 +284,102 @@ class MockServerHandle:
 
     def anthropic_client(self, **options: Any) -> anthropic.Anthropic:
         """An SDK client for this server (api_key "test", the SDK's 2 retries); closed at teardown."""
-        import anthropic
-
-        client = anthropic.Anthropic(**{**self._client_options(), **options})
+        client = import_sdk().Anthropic(**{**self._client_options(), **options})
         self._clients.append(client)
         return client
 
     def async_anthropic_client(self, **options: Any) -> anthropic.AsyncAnthropic:
-        import anthropic
-
         # Not closed by the handle: its connections belong to the test's event loop, which is gone by
         # teardown; the SDK closes them when the client is collected.
-        return anthropic.AsyncAnthropic(**{**self._client_options(), **options})
+        return import_sdk().AsyncAnthropic(**{**self._client_options(), **options})
 
     def _client_options(self) -> dict[str, Any]:
         return {"api_key": TEST_API_KEY, "base_url": self.url, "max_retries": SDK_MAX_RETRIES}
+
+    # Scripted replies: what the next matching POST /v1/messages gets, queued after those before.
+
+    def reply(
+        self,
+        text: str | None = None,
+        *,
+        tool_use: str | Mapping[str, Any] | None = None,
+        stop_reason: str | None = None,
+        error: int | None = None,
+        message: str | None = None,
+        error_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+        speed: str | None = None,
+        contains: str | None = None,
+        times: int | None = 1,
+    ) -> Row:
+        """The next matching request gets this reply or error instead of a generated one.
+
+        `reply("Hello")`; `reply(tool_use={"name": "get_weather", "input": {"city": "Paris"}})` (only
+        for requests that offer the tool; a bare name generates the input from its schema);
+        `reply(error=529)`, `reply(error=429, headers={"retry-after": "1"})`. Only requests matching
+        `model`, `speed` and `contains` (in the last user message) take it, `times` of them (None:
+        every one until cleared). Usage, streaming and pacing are those of any reply.
+        """
+        entry = scripted_entry(
+            text,
+            tool_use=tool_use,
+            stop_reason=stop_reason,
+            error=error,
+            message=message,
+            error_type=error_type,
+            headers=headers,
+            model=model,
+            speed=speed,
+            contains=contains,
+            times=times,
+        )
+        [row] = self.running.admin.add_replies(entry)
+        return row
+
+    def reply_sequence(
+        self,
+        steps: Iterable[str | Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        speed: str | None = None,
+        contains: str | None = None,
+    ) -> list[Row]:
+        """Replies answered in this order, e.g. `reply_sequence([{"error": 429}, "Hello"])`: each step
+        a text or `reply`'s keyword arguments; the filters apply to every step."""
+        shared = {"model": model, "speed": speed, "contains": contains}
+        entries = [
+            scripted_entry(step, **shared) if isinstance(step, str) else scripted_entry(**{**shared, **step})
+            for step in steps
+        ]
+        if not entries:
+            raise ValueError("reply_sequence needs at least one step")
+        return self.running.admin.add_replies(*entries)
+
+    def scripted_replies(self) -> list[Row]:
+        """Every reply scripted in this test, in order, with `used` and `remaining` (None: unlimited)."""
+        return self.running.admin.replies()
+
+    def clear_replies(self) -> int:
+        return self.running.admin.clear_replies()
+
+    # Assertions over this test's journal; the module-level functions take rows instead.
+
+    def assert_requests(self, count: int | None = None, **fields: Any) -> list[Row]:
+        """This test's requests whose journal fields equal `fields` (model=..., speed="fast",
+        status=200, stream=True, scripted=True, ...): exactly `count` of them, or at least one."""
+        return assert_requests(self.requests(), count, **fields)
+
+    def request_bodies(self, **filters: Any) -> list[Any]:
+        """The JSON bodies of this test's POST /v1/messages requests, oldest first (the plugin's
+        servers record them; filters as `requests`)."""
+        rows = self.requests(path="/v1/messages", **filters)
+        if any(row.get("body") is None for row in rows) and not self.settings["journal"]["record_bodies"]:
+            raise AssertionError(
+                "this server does not record request bodies; "
+                'turn it on with mockserver.configure(journal={"record_bodies": True})'
+            )
+        return [row["body"] for row in rows]
 
     # Assertions over this test's journal; the module-level functions take rows instead.
 
@@ -299,6 +494,57 @@ def assert_retries_respect_retry_after(
     return checked
 
 
+def scripted_entry(
+    text: str | None = None,
+    *,
+    tool_use: str | Mapping[str, Any] | None = None,
+    stop_reason: str | None = None,
+    error: int | None = None,
+    message: str | None = None,
+    error_type: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    model: str | None = None,
+    speed: str | None = None,
+    contains: str | None = None,
+    times: int | None = 1,
+) -> dict[str, Any]:
+    """`MockServerHandle.reply`'s arguments as the entry `POST /_admin/replies` takes."""
+    if error is None and (message, error_type, headers) != (None, None, None):
+        raise ValueError("message=, error_type= and headers= describe an error: give error=<status> too")
+    entry: dict[str, Any] = {"times": times}
+    if error is not None:
+        described = {"status": error, "type": error_type, "message": message, "headers": headers}
+        entry["error"] = {key: value for key, value in described.items() if value is not None}
+    if tool_use is not None:
+        entry["tool_use"] = {"name": tool_use} if isinstance(tool_use, str) else dict(tool_use)
+    optional = {
+        "text": text,
+        "stop_reason": stop_reason,
+        "model": model,
+        "speed": speed,
+        "contains": contains,
+    }
+    entry.update((key, value) for key, value in optional.items() if value is not None)
+    return jsonable(entry)
+
+
+def assert_requests(rows: Iterable[Row], count: int | None = None, **fields: Any) -> list[Row]:
+    """The rows whose fields equal `fields`: exactly `count` of them, or at least one."""
+    rows = list(rows)
+    unknown = sorted(set(fields) - set(rows[0])) if rows else []
+    if unknown:
+        raise AssertionError(f"{unknown[0]!r} is not a journal field; rows have {', '.join(rows[0])}")
+    found = [row for row in rows if all(row.get(key) == value for key, value in fields.items())]
+    if len(found) != count if count is not None else not found:
+        wanted = "at least 1" if count is None else str(count)
+        described = ", ".join(f"{key}={value!r}" for key, value in fields.items()) or "any fields"
+        raise AssertionError(
+            f"expected {wanted} request(s) with {described}, found {len(found)}; the requests were:\n"
+            + _table(rows)
+        )
+    return found
+
+
 def jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
     """Settings as the admin API takes them (tuples to lists, paths to strings)."""
     return json.loads(json.dumps(dict(data), default=str))
@@ -321,7 +567,17 @@ def _same_request(a: Row, b: Row) -> bool:
 
 
 def _brief(row: Row) -> str:
-    keys = ("request_id", "model", "speed", "betas", "stream", "status", "retry_count", "started_at")
+    keys = (
+        "request_id",
+        "model",
+        "speed",
+        "betas",
+        "stream",
+        "status",
+        "retry_count",
+        "scripted",
+        "started_at",
+    )
     return ", ".join(f"{key}={row.get(key)!r}" for key in keys)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mockserver import scripted
 from mockserver.chaos import parse_fault
 from mockserver.errors import (
     AuthenticationError,
@@ -178,3 +179,22 @@ def _redacted_storage(state: ServerState) -> str:
     from mockserver.limits.store import redact
 
     return redact(state.runtime.settings.storage)
+
+
+async def create_replies(request: Request) -> Response:
+    """Queue scripted responses: one entry, or `{"replies": [...]}` answered in that order."""
+    state = authorize(request)
+    entries = scripted.parse_entries(
+        parse_json(await read_body(request, state.runtime.settings.max_body_bytes))
+    )
+    return json_response(request, {"data": await scripted.add(state, entries)}, status=201)
+
+
+async def list_replies(request: Request) -> Response:
+    state = authorize(request)
+    return json_response(request, {"data": await scripted.listed(state)})
+
+
+async def clear_replies(request: Request) -> Response:
+    state = authorize(request)
+    return json_response(request, {"deleted": await scripted.clear(state)})

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from mockserver import scripted
 from mockserver.admission import Ticket, admit, current_headers, settle
 from mockserver.cache import CacheOutcome, PromptCache
 from mockserver.catalog import model_class
@@ -69,6 +70,8 @@ async def create_message(request: Request) -> Response:
     check_tool_choice(parsed)
     if body.fallbacks is not None:
         check_fallbacks(body, caller.betas, chosen.model, runtime.catalog)
+    if scripted.may_apply(state, runtime):  # a test scripted replies (or this worker has not looked)
+        runtime = await scripted.apply(state, runtime, raw, chosen, record)
     settings = runtime.settings
     header = raw_header(request.scope, _FAULT_HEADER) if settings.chaos.header_faults else None
     fired = None

@@ -17,5 +17,5 @@ import mockserver.testing  # noqa: F401
 def hermetic_environment(monkeypatch):
     """Inner pytest runs read MOCKSERVER_* (and the xdist worker id): keep the outer run's out of them."""
     for name in list(os.environ):
-        if name.startswith("MOCKSERVER_") or name == "PYTEST_XDIST_WORKER":
+        if name.startswith("MOCKSERVER_") or name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
             monkeypatch.delenv(name)

@@ -42,7 +42,8 @@ def test_1_marker_applies(mockserver):
     with pytest.raises(anthropic.RateLimitError):
         ask(client)
     assert [row["status"] for row in mockserver.requests()] == [200, 200, 429]
-    mockserver.configure(seed=8, journal={"record_bodies": True})
+    assert mockserver.last_request()["body"]["messages"] == HELLO  # recorded under pytest by default
+    mockserver.configure(seed=8, journal={"record_bodies": False})
 
 
 @pytest.mark.mockserver(limits={"requests_per_minute": 2})
@@ -56,7 +57,7 @@ def test_2_limits_do_not_leak(mockserver):
 def test_3_settings_and_journal_do_not_leak(mockserver, anthropic_client):
     settings = mockserver.settings
     assert settings["seed"] == 0 and settings["timing"]["time_scale"] == 100
-    assert settings["limits"]["requests_per_minute"] == 4000 and not settings["journal"]["record_bodies"]
+    assert settings["limits"]["requests_per_minute"] == 4000 and settings["journal"]["record_bodies"]
     assert mockserver.requests() == []
     assert ask(anthropic_client).usage.speed == "standard"
     mockserver.assert_no_speed()

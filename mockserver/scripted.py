@@ -1,0 +1,283 @@
+"""Scripted replies: a test says what the next matching POST /v1/messages gets, an error or a reply.
+
+Entries live in order in the state store (`/_admin/replies`), so every worker serves one script. A
+request takes the first entry that matches it (model, speed, a `contains` on its last user text; a
+tool_use only where the request offers that tool), claimed by one atomic INCR of the entry's use
+counter: on a shared store each use goes to exactly one request, whichever worker it reaches. A
+reply goes through the planner's canned path, so usage, max_tokens, streaming and fast/standard
+pacing are those of any reply; an error is the API's envelope for its status.
+
+Each worker keeps the entries it last read and reads them again only after an admin change: every
+change (this module's included) publishes a new generation, on which each worker replaces its
+runtime. So while nothing is scripted a request pays one identity comparison and no store call.
+"""
+
+from __future__ import annotations
+
+import http
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+from weakref import WeakKeyDictionary
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mockserver.canned import CannedReplies, CannedReply
+from mockserver.errors import APIError, InvalidRequestError, api_error_for_status
+from mockserver.fastmode import Route
+from mockserver.journal import RequestRecord
+from mockserver.runtime import Runtime, ServerState
+from mockserver.state import StateStore
+from mockserver.validation import describe
+
+ENTRIES_KEY = "scripted:entries"
+_USED_PREFIX = "scripted:used:"
+MAX_ENTRIES = 1_000
+_ANY_TEXT = re.compile("")
+_NAMES_A_FIELD = re.compile(r"^[\w.]+: ")
+
+
+class ToolUse(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    input: dict[str, Any] | None = None  # None: generated from the tool's input_schema
+
+
+class ScriptedError(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: int = Field(ge=400, le=599)
+    type: str | None = None  # error.type; None: the status's own (429 rate_limit_error, ...)
+    message: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. retry-after, x-should-retry
+
+
+class ScriptEntry(BaseModel):
+    """One scripted response, as `POST /_admin/replies` takes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The response: an error, or a reply (text and/or a tool call).
+    error: ScriptedError | None = None
+    text: str | None = None
+    tool_use: ToolUse | None = None
+    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "refusal"] | None = None
+    # Which requests it answers: all given must match.
+    model: str | None = None  # as sent, or the model it resolves to
+    speed: Literal["standard", "fast"] | None = None  # the speed that serves the request
+    contains: str | None = None  # in the text of the last user message
+    # How many requests it answers; 0 or None: every matching one until cleared or reset.
+    times: int | None = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _one_response(self) -> ScriptEntry:
+        reply = self.text is not None or self.tool_use is not None
+        if self.error is not None and (reply or self.stop_reason is not None):
+            raise ValueError("a scripted error cannot also carry text, tool_use or stop_reason")
+        if self.error is None and not reply:
+            raise ValueError("give the reply (text, tool_use or both) or an error")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Scripted:
+    """An entry as a worker serves it."""
+
+    id: str
+    entry: ScriptEntry
+    # The matcher of `contains`, and for a reply what the planner's canned path says.
+    canned: CannedReply
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Scripted:
+        entry = ScriptEntry.model_validate({k: v for k, v in row.items() if k != "id"})
+        tool = entry.tool_use
+        contains = entry.contains
+        canned = CannedReply(
+            pattern=_ANY_TEXT if contains is None else re.compile(re.escape(contains)),
+            # A tool call alone is what was scripted: no generated preamble before it.
+            text=entry.text if entry.text is not None or tool is None else "",
+            tool_name=None if tool is None else tool.name,
+            tool_input=None if tool is None else tool.input,
+            stop_reason=entry.stop_reason,
+        )
+        return cls(str(row["id"]), entry, canned)
+
+    def matches(self, raw: Mapping[str, Any], chosen: Route) -> bool:
+        entry = self.entry
+        if entry.model is not None and entry.model not in (raw.get("model"), chosen.model.id):
+            return False
+        if entry.speed is not None and entry.speed != chosen.speed:
+            return False
+        if entry.tool_use is not None and entry.tool_use.name not in _offered_tools(raw):
+            return False
+        if entry.contains is not None:
+            return CannedReplies((self.canned,)).match(raw.get("messages") or (), chosen.model.id) is not None
+        return True
+
+    def api_error(self) -> APIError:
+        scripted = self.entry.error
+        assert scripted is not None
+        message = scripted.message or f"{_reason(scripted.status)} (scripted by the test)"
+        error = api_error_for_status(scripted.status, message, headers=scripted.headers)
+        if scripted.type is not None:
+            error.error_type = scripted.type  # type: ignore[misc]
+        return error
+
+
+def _offered_tools(raw: Mapping[str, Any]) -> set[str]:
+    # As the planner's canned path: it calls only client tools, which have an input_schema.
+    return {tool["name"] for tool in raw.get("tools") or () if "input_schema" in tool}
+
+
+def _reason(status: int) -> str:
+    if status == 529:
+        return "Overloaded"
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+# The request path.
+
+
+@dataclass(slots=True)
+class _Book:
+    """What one worker knows of the script: the entries not known to be used up, read under `runtime`."""
+
+    runtime: Runtime
+    entries: list[Scripted] = field(default_factory=list)
+
+
+_BOOKS: WeakKeyDictionary[ServerState, _Book] = WeakKeyDictionary()
+
+
+def may_apply(state: ServerState, runtime: Runtime) -> bool:
+    """Whether a request on `runtime` must look at the script; False (no store call) while it is empty
+    and nothing changed since this worker last read it."""
+    book = _BOOKS.get(state)
+    return book is None or book.runtime is not runtime or bool(book.entries)
+
+
+async def apply(
+    state: ServerState, runtime: Runtime, raw: Mapping[str, Any], chosen: Route, record: RequestRecord
+) -> Runtime:
+    """The runtime to answer this request with: `runtime`, or one whose planner says the scripted reply.
+
+    Raises the scripted error (before rate limits: nothing is charged for it)."""
+    book = _BOOKS.get(state)
+    if book is None or book.runtime is not runtime:
+        book = await _read(state, runtime)
+    taken = await _claim(state.store, book, raw, chosen)
+    if taken is None:
+        return runtime
+    record.scripted = True
+    if taken.entry.error is not None:
+        raise taken.api_error()
+    return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((taken.canned,))))
+
+
+async def _read(state: ServerState, runtime: Runtime) -> _Book:
+    rows = await state.store.items(ENTRIES_KEY)
+    used = await state.store.get_many([_used_key(row["id"]) for row in rows]) if rows else []
+    live = [Scripted.from_row(row) for row, count in zip(rows, used, strict=True) if _left(row, count) != 0]
+    book = _BOOKS[state] = _Book(runtime, live)
+    return book
+
+
+async def _claim(store: StateStore, book: _Book, raw: Mapping[str, Any], chosen: Route) -> Scripted | None:
+    """The first matching entry with a use left, that use taken atomically (another request, on this
+    worker or another, may take the same entry's last use first: then the next one is tried)."""
+    for scripted in list(book.entries):
+        if not scripted.matches(raw, chosen):
+            continue
+        used = await store.incr(_used_key(scripted.id))
+        times = scripted.entry.times
+        if times and used >= times and scripted in book.entries:
+            book.entries.remove(scripted)  # used up: later requests here skip it without a store call
+        if not times or used <= times:
+            return scripted
+    return None
+
+
+def _used_key(entry_id: str) -> str:
+    return _USED_PREFIX + entry_id
+
+
+def _left(row: Mapping[str, Any], used: Any) -> int | None:
+    times = row.get("times")
+    return None if not times else max(0, int(times) - int(used or 0))
+
+
+# The admin API.
+
+
+def parse_entries(data: Mapping[str, Any]) -> list[ScriptEntry]:
+    """One entry, or `{"replies": [...]}` for several in order; errors name the field."""
+    if "replies" not in data:
+        return [_parse(data, "")]
+    listed = data["replies"]
+    if set(data) != {"replies"}:
+        extra = sorted(set(data) - {"replies"})[0]
+        raise InvalidRequestError(f"{extra}: give either one reply or {{'replies': [...]}}, not both")
+    if not isinstance(listed, list) or not listed:
+        raise InvalidRequestError("replies: expected a non-empty list of replies")
+    return [_parse(item, f"replies.{i}.") for i, item in enumerate(listed)]
+
+
+def _parse(data: Any, where: str) -> ScriptEntry:
+    try:
+        return ScriptEntry.model_validate(data)
+    except ValidationError as exc:
+        message = describe(exc)
+    if where:  # "replies.2.text: ..." for a field, "replies.2: ..." for the entry as a whole
+        message = where + message if _NAMES_A_FIELD.match(message) else f"{where[:-1]}: {message}"
+    raise InvalidRequestError(message)
+
+
+async def add(state: ServerState, entries: Sequence[ScriptEntry]) -> list[dict[str, Any]]:
+    """Queue `entries` after those already there; every worker serves them once this returns."""
+    queued = len(await state.store.items(ENTRIES_KEY))
+    if queued + len(entries) > MAX_ENTRIES:
+        raise InvalidRequestError(
+            f"replies: at most {MAX_ENTRIES} scripted replies can be queued ({queued} are); "
+            "clear them with DELETE /_admin/replies"
+        )
+    rows = [{"id": "scripted_" + uuid.uuid4().hex[:16], **entry.model_dump()} for entry in entries]
+    for row in rows:  # one atomic append each: a concurrent POST may interleave, never lose one
+        await state.store.append(ENTRIES_KEY, row, max_len=MAX_ENTRIES)
+    await _publish(state)
+    return [_shown(row, 0) for row in rows]
+
+
+async def listed(state: ServerState) -> list[dict[str, Any]]:
+    """Every entry since the last clear or reset, in order, with how often it was used."""
+    rows = await state.store.items(ENTRIES_KEY)
+    used = await state.store.get_many([_used_key(row["id"]) for row in rows]) if rows else []
+    return [_shown(row, count) for row, count in zip(rows, used, strict=True)]
+
+
+async def clear(state: ServerState) -> int:
+    rows = await state.store.items(ENTRIES_KEY)
+    await state.store.delete(ENTRIES_KEY)
+    for key in await state.store.keys(_USED_PREFIX):
+        await state.store.delete(key)
+    await _publish(state)
+    return len(rows)
+
+
+def _shown(row: Mapping[str, Any], used: Any) -> dict[str, Any]:
+    times = row.get("times")
+    used = int(used or 0)
+    return {**row, "used": used if not times else min(used, int(times)), "remaining": _left(row, used)}
+
+
+async def _publish(state: ServerState) -> None:
+    # An empty settings patch is the public way to publish a new generation: every worker replaces
+    # its runtime on it (this one at once, the others within their sync interval, before the admin
+    # call answers), which is what makes `may_apply` read the script again.
+    await state.patch_settings({})
