@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def running(start_server):
 
 def test_health(running):
     _server, admin, _ = running
-    assert admin.health() == {"status": "ok", "storage": "memory://"}
+    # `worker` names the process that answered: an in-process server is this test's process.
+    assert admin.health() == {"status": "ok", "storage": "memory://", "worker": os.getpid()}
 
 
 def test_settings_get_and_patch_are_live(running):

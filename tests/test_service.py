@@ -11,7 +11,6 @@ No Docker engine runs where these tests run, so no image is built. Instead:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import json
@@ -39,6 +38,8 @@ from pydantic import BaseModel
 from mockserver.errors import ConfigError
 from mockserver.settings import Settings, load_settings
 from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
+from tests.support.workers import PinnedConnection as Pinned
+from tests.support.workers import every_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -472,79 +473,9 @@ def api_headers(key: str) -> dict[str, str]:
     return {**API_HEADERS, "x-api-key": key}
 
 
-class Pinned:
-    """One kept-alive connection, hence one worker process.
-
-    Workers share their listening socket; which one accepts a new connection is up to the kernel, but
-    a kept-alive connection stays with the worker that accepted it. `/metrics` is per worker (each has
-    its own registry), so two connections reach the same worker when a request for a made-up model
-    (a 404, counted under model="other") sent over one moves the count the other reads.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.client = httpx.Client(
-            base_url=url, timeout=10, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        )
-        self.worker = -1  # numbered by `every_worker` once it is known to be a new one
-        self.address = self._local_address()
-
-    def metrics(self) -> str:
-        response = self.client.get("/metrics")
-        assert response.status_code == 200
-        return response.text
-
-    def made_up_models_asked(self) -> float:
-        pattern = r'^mockserver_requests_total\{model="other",[^}]*status="404"\} (\S+)$'
-        return sum(map(float, re.findall(pattern, self.metrics(), re.MULTILINE)))
-
-    def shares_a_worker_with(self, other: Pinned) -> bool:
-        before = self.made_up_models_asked()
-        marked = other.client.post(
-            "/v1/messages", json=message("probe-made-up-model"), headers=api_headers("sk-probe")
-        )
-        assert marked.status_code == 404, marked.text
-        return self.made_up_models_asked() > before
-
-    def still_pinned(self) -> None:
-        # A connection closed by the server (idle keep-alive timeout) would be reopened silently,
-        # perhaps on another worker: then the results above would prove nothing.
-        assert self._local_address() == self.address, "the connection was reopened"
-
-    def _local_address(self) -> tuple[str, int]:
-        response = self.client.get(HEALTH_PATH)
-        assert response.status_code == 200
-        return response.extensions["network_stream"].get_extra_info("client_addr")
-
-    def close(self) -> None:
-        self.client.close()
-
-
-@contextlib.contextmanager
-def every_worker(service: Service) -> Iterator[list[Pinned]]:
-    """One pinned connection to each worker of the service (new connections until all are found)."""
-    found: list[Pinned] = []
-    attempts = 60
-    try:
-        for _ in range(attempts):
-            pinned = Pinned(service.url)
-            if any(pinned.shares_a_worker_with(known) for known in found):
-                pinned.close()
-            else:
-                pinned.worker = len(found)
-                found.append(pinned)
-            if len(found) == service.workers:
-                break
-        else:
-            pytest.fail(f"{attempts} new connections reached only {len(found)} of {service.workers} workers")
-        yield found
-    finally:
-        for pinned in found:
-            pinned.close()
-
-
 @pytest.fixture
 def workers(service: Service) -> Iterator[list[Pinned]]:
-    with every_worker(service) as pinned:
+    with every_worker(service.url, service.workers) as pinned:
         yield pinned
 
 
@@ -587,7 +518,7 @@ def test_workers_admit_one_rate_limit_together(service: Service):
     assert REQUESTS_PER_MINUTE <= admitted <= REQUESTS_PER_MINUTE * (1 + elapsed / 60)
     # And both workers took part: each worker's own /metrics counts what it served itself.
     pattern = rf'^mockserver_requests_total\{{[^}}]*model="{BURST_MODEL}"[^}}]*\}} (\S+)$'
-    with every_worker(service) as pinned:
+    with every_worker(service.url, service.workers) as pinned:
         served = {p.worker: sum(map(float, re.findall(pattern, p.metrics(), re.MULTILINE))) for p in pinned}
     assert len(served) == service.workers
     assert sum(served.values()) == len(statuses), served  # every request is counted by exactly one worker
@@ -598,20 +529,20 @@ def test_a_batch_created_through_one_worker_is_served_by_another(service: Servic
     first, second = workers[:2]
     headers = api_headers(f"sk-batch-{uuid.uuid4().hex[:8]}")
     requests = [{"custom_id": f"r{i}", "params": message("claude-opus-4-7")} for i in range(3)]
-    created = first.client.post("/v1/messages/batches", json={"requests": requests}, headers=headers)
+    created = first.http.post("/v1/messages/batches", json={"requests": requests}, headers=headers)
     assert created.status_code == 200, created.text
     batch_id = created.json()["id"]
     first.still_pinned()
 
-    read = second.client.get(f"/v1/messages/batches/{batch_id}", headers=headers)
+    read = second.http.get(f"/v1/messages/batches/{batch_id}", headers=headers)
     assert read.status_code == 200, read.text
     assert read.json()["id"] == batch_id and read.json()["processing_status"] == "ended"
-    results = second.client.get(f"/v1/messages/batches/{batch_id}/results", headers=headers)
+    results = second.http.get(f"/v1/messages/batches/{batch_id}/results", headers=headers)
     assert results.status_code == 200, results.text
     lines = [json.loads(line) for line in results.text.splitlines() if line.strip()]
     assert sorted(line["custom_id"] for line in lines) == ["r0", "r1", "r2"]
     assert {line["result"]["type"] for line in lines} == {"succeeded"}
-    listed = second.client.get("/v1/messages/batches", headers=headers)
+    listed = second.http.get("/v1/messages/batches", headers=headers)
     assert [b["id"] for b in listed.json()["data"]] == [batch_id]
     second.still_pinned()
     assert first.worker != second.worker
@@ -624,16 +555,16 @@ def test_a_batch_created_through_one_worker_is_served_by_another(service: Servic
 def test_a_settings_patch_sent_to_one_worker_reaches_every_worker(service: Service, workers: list[Pinned]):
     first, others = workers[0], workers[1:]
     wanted = 1000 + uuid.uuid4().int % 9000
-    patched = first.client.patch(
+    patched = first.http.patch(
         "/_admin/settings", json={"journal": {"max_entries": wanted}}, headers=service.admin_headers()
     )
     assert patched.status_code == 200, patched.text
     assert patched.json()["journal"]["max_entries"] == wanted
     for other in others:
         deadline = time.monotonic() + 5  # published through Redis: allow the message a moment
-        while (seen := other.client.get("/_admin/settings", headers=service.admin_headers()).json())[
-            "journal"
-        ]["max_entries"] != wanted:
+        while (seen := other.http.get("/_admin/settings", headers=service.admin_headers()).json())["journal"][
+            "max_entries"
+        ] != wanted:
             assert time.monotonic() < deadline, f"worker {other.worker} still has {seen['journal']}"
             time.sleep(0.02)
         other.still_pinned()

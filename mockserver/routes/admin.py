@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import os
 from typing import Any
 
 from starlette.requests import Request
@@ -53,7 +54,10 @@ async def health(request: Request) -> Response:
     state = _state(request)
     await state.buckets.ping()  # an unreachable store raises StoreUnavailable: the app answers 503
     await state.store.ping()
-    return json_response(request, {"status": "ok", "storage": _redacted_storage(state)})
+    # `worker` (the process id) tells the workers of one server apart: /metrics and the journal's
+    # per-worker views, a supervisor's logs, a test that pins a connection to one of them.
+    body = {"status": "ok", "storage": _redacted_storage(state), "worker": os.getpid()}
+    return json_response(request, body)
 
 
 async def get_settings(request: Request) -> Response:
