@@ -4,9 +4,11 @@ import os
 
 # Imported here, before any inner run: pytester's in-process runs drop the modules they imported
 # when they end, and httpx imports httpcore lazily but caches its exception classes for good, so a
-# second import of httpcore would leave connection errors unmapped (not httpx.HTTPError).
+# second import of httpcore would leave connection errors unmapped (not httpx.HTTPError). The same
+# holds for httpx2 and httpcore2, which the SDK (2.x) uses.
 import anthropic  # noqa: F401
 import httpcore  # noqa: F401
+import httpcore2  # noqa: F401
 import pytest
 
 import mockserver.server
