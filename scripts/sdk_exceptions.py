@@ -27,6 +27,8 @@ READ_TIMEOUT = 0.5  # seconds: the client's timeout, which a stall or a latency 
 
 # (fault, streamed?, fast?)
 CASES: list[tuple[dict[str, Any], bool, bool]] = [
+    ({"kind": "http_error", "status": 400}, False, False),
+    ({"kind": "http_error", "status": 402}, False, False),
     ({"kind": "http_error", "status": 429}, False, False),
     ({"kind": "http_error", "status": 500}, False, False),
     ({"kind": "http_error", "status": 503}, False, False),
@@ -34,6 +36,7 @@ CASES: list[tuple[dict[str, Any], bool, bool]] = [
     ({"kind": "http_error", "status": 529}, False, False),
     ({"kind": "latency", "latency_seconds": 2}, False, False),
     ({"kind": "reset"}, False, False),
+    ({"kind": "degrade_speed"}, False, True),
     ({"kind": "fast_outage"}, False, True),
     ({"kind": "stall", "after_tokens": 3, "stall_seconds": 2}, True, False),
     ({"kind": "stream_error", "after_tokens": 3}, True, False),
@@ -76,7 +79,7 @@ def request(
 
 
 def main() -> None:
-    settings = Settings(port=0, timing={"time_scale": 100.0})
+    settings = Settings(port=0, timing={"time_scale": 100.0}, chaos={"allow_degraded_speed": True})
     with MockServer(settings) as server:
         client = anthropic.Anthropic(api_key="test", base_url=server.url, max_retries=0, timeout=READ_TIMEOUT)
         print(f"anthropic {anthropic.__version__}\n")
