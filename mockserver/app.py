@@ -143,5 +143,5 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug in mockserver must still look like the API (a retryable 500), not like a traceback;
     # the exception is kept so an embedding test (the pytest plugin) can fail with it.
     log.exception("unexpected error while serving %s %s", request.method, request.url.path)
-    request.app.state.mock.server_errors.append(exc)
+    request.app.state.mock.note_server_error(exc)
     return error_response(request, InternalServerError("Internal server error"))

@@ -127,6 +127,16 @@ class RedisStateStore:
             await self._written()
         return [orjson.loads(raw) for raw in await self._redis.execute("LRANGE", self._prefix + key, 0, -1)]
 
+    async def add_field(self, key: str, field: str, value: Any) -> bool:
+        return bool(await self._redis.execute("HSETNX", self._prefix + key, field, orjson.dumps(value)))
+
+    async def delete_field(self, key: str, field: str) -> bool:
+        return bool(await self._redis.execute("HDEL", self._prefix + key, field))
+
+    async def fields(self, key: str) -> dict[str, Any]:
+        flat = await self._redis.execute("HGETALL", self._prefix + key)
+        return {name.decode(): orjson.loads(raw) for name, raw in zip(flat[::2], flat[1::2], strict=True)}
+
     async def clear(self) -> None:
         await self._written()
         async for names in self._redis.scan(self._prefix):
