@@ -30,6 +30,7 @@ from mockserver.journal import Journal
 from mockserver.limits.store import BucketStore, bucket_store_from_uri
 from mockserver.metrics import Metrics
 from mockserver.organizations import Organization, organization_for
+from mockserver.redis_client import RequestWaitSpent, not_a_request, within_request_wait
 from mockserver.replies import Planner
 from mockserver.settings import Settings
 from mockserver.state import StateStore, state_store_from_uri
@@ -232,8 +233,12 @@ class ServerState:
                 self._refresh_soon()  # so that requests seldom have to wait for one
             if arrived < self._fresh_until:
                 return
-            assert self._refresh is not None
-            await asyncio.shield(self._refresh)
+            refresh = self._refresh
+            assert refresh is not None
+            try:
+                await within_request_wait(functools.partial(asyncio.shield, refresh))
+            except RequestWaitSpent:
+                return  # go on with what we have, as after a failed read; later store calls fail fast
 
     def _refresh_soon(self) -> None:
         loop = asyncio.get_running_loop()
@@ -241,6 +246,7 @@ class ServerState:
             self._refresh = loop.create_task(self._refresh_generation())
 
     async def _refresh_generation(self) -> None:
+        not_a_request()  # a read for every request that waits on it, bounded by the client's timeout
         try:
             async with self._exclusive():
                 await self._read_generation()

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from mockserver.errors import ConfigError, StoreUnavailable
-from mockserver.redis_client import Arg, RedisClient, Script, redact
+from mockserver.redis_client import Arg, RedisClient, Script, not_a_request, redact
 
 log = logging.getLogger("mockserver")
 
@@ -88,6 +88,9 @@ class RedisStateStore:
             self._writer = loop.create_task(self._write_queued())
 
     async def _write_queued(self) -> None:
+        # Not on any request's path: each write is bounded by the client's own timeout, and a
+        # failed one is logged, never raised into a request.
+        not_a_request()
         while self._queued:
             batch, self._queued = self._queued, []
             self._batch_written, self._queued_written = self._queued_written, None
@@ -120,7 +123,7 @@ class RedisStateStore:
             self._writer = loop.create_task(self._write_queued())  # its writer was cancelled unstarted
         pending = self._queued_written or self._batch_written
         if pending is not None and pending.get_loop() is loop:
-            await asyncio.shield(pending)
+            await self._redis.within_request_wait(lambda: asyncio.shield(pending))
 
     async def items(self, key: str) -> list[Any]:
         if key in self._recorded:
