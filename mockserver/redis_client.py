@@ -321,10 +321,9 @@ class RedisClient:
             conn.fail("the client was closed", retry=False)
             await conn.closed
 
-    async def _call(self, command: bytes) -> Any:
-        return await self.within_request_wait(lambda: self._call_now(command))
-
-    async def _call_now(self, command: bytes) -> Any:
+    async def _call(self, command: bytes, *, in_request_wait: bool = False) -> Any:
+        if not in_request_wait and _request_wait.get() is not None:
+            return await self.within_request_wait(lambda: self._call(command, in_request_wait=True))
         conn = self._conn
         if conn is None or conn.broken is not None or conn.loop is not asyncio.get_running_loop():
             conn = await self._connected()

@@ -158,9 +158,9 @@ class ServerState:
     def server_errors_after(self, seen: int) -> tuple[list[BaseException], int]:
         """The exceptions noted after the first `seen` (those still kept), and how many there were."""
         with self._server_errors_lock:
-            count = self._server_error_count
-            new = min(count - seen, len(self._server_errors))
-            return list(self._server_errors)[len(self._server_errors) - new :] if new > 0 else [], count
+            kept, count = list(self._server_errors), self._server_error_count
+        new = max(0, min(count - seen, len(kept)))
+        return kept[len(kept) - new :], count
 
     def limiter_now(self) -> float | None:
         # In production the Redis store reads the Redis server's clock so replicas agree;
