@@ -30,7 +30,7 @@ from mockserver.journal import Journal
 from mockserver.limits.store import BucketStore, bucket_store_from_uri
 from mockserver.metrics import Metrics
 from mockserver.organizations import Organization, organization_for
-from mockserver.redis_client import RequestWaitSpent, not_a_request, within_request_wait
+from mockserver.redis_client import REQUEST_STORE_WAIT, RequestWaitSpent, not_a_request, within_request_wait
 from mockserver.replies import Planner
 from mockserver.settings import Settings
 from mockserver.state import StateStore, state_store_from_uri
@@ -236,7 +236,10 @@ class ServerState:
             refresh = self._refresh
             assert refresh is not None
             try:
-                await within_request_wait(functools.partial(asyncio.shield, refresh))
+                # The read's store calls time out on their own after REQUEST_STORE_WAIT (the Redis
+                # stores' timeout): a timer of the request's own is needed only for what is left.
+                read = functools.partial(asyncio.shield, refresh)
+                await within_request_wait(read, bounded_by=REQUEST_STORE_WAIT)
             except RequestWaitSpent:
                 return  # go on with what we have, as after a failed read; later store calls fail fast
 

@@ -21,7 +21,14 @@ from typing import Any
 from mockserver.clock import Clock, SystemClock
 from mockserver.limits.bucket import Admission, Draw, check_unique
 from mockserver.limits.store import InvalidStoreURI
-from mockserver.redis_client import RedisClient, ResponseError, Script, not_a_request, redact
+from mockserver.redis_client import (
+    REQUEST_STORE_WAIT,
+    RedisClient,
+    ResponseError,
+    Script,
+    not_a_request,
+    redact,
+)
 
 
 class _Batch:
@@ -44,7 +51,7 @@ class RedisBucketStore:
         key_prefix: str = "mockserver:",
         clock: Clock | None = None,
         use_server_time: bool = True,
-        timeout: float = 1.0,
+        timeout: float = REQUEST_STORE_WAIT,
         expiry_margin: float = 60.0,
     ) -> None:
         """`timeout` bounds connecting and each command, so an outage fails a request quickly instead

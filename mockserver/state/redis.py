@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from mockserver.errors import ConfigError, StoreUnavailable
-from mockserver.redis_client import Arg, RedisClient, Script, not_a_request, redact
+from mockserver.redis_client import REQUEST_STORE_WAIT, Arg, RedisClient, Script, not_a_request, redact
 
 log = logging.getLogger("mockserver")
 
@@ -18,7 +18,8 @@ log = logging.getLogger("mockserver")
 class RedisStateStore:
     def __init__(self, url: str, *, key_prefix: str = "mockserver:") -> None:
         try:
-            self._redis = RedisClient(url, timeout=2.0, name="state store")
+            # The timeout of a request's whole wait, so that its first call needs no timer of its own.
+            self._redis = RedisClient(url, timeout=REQUEST_STORE_WAIT, name="state store")
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {redact(url)!r}: {exc}") from exc
         self._prefix = key_prefix + "state:"
