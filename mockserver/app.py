@@ -31,6 +31,7 @@ from mockserver.errors import (
     StoreUnavailable,
 )
 from mockserver.recording import Recorder, RecordingMiddleware
+from mockserver.redis_client import begin_request, end_request
 from mockserver.routes import admin, batches, messages, models
 from mockserver.runtime import Runtime, ServerState
 from mockserver.settings import Settings
@@ -45,13 +46,19 @@ class MockApp(Starlette):
     direct: DirectRoutes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        waited = begin_request()  # one store deadline for all the request's store calls
+        try:
             endpoint = self.direct.routes.get((scope["method"], scope["path"]))
             if endpoint is not None:
                 scope["app"] = self
                 await self.direct.serve(endpoint, scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send)
+        finally:
+            end_request(waited)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> MockApp:
@@ -168,5 +175,5 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug in mockserver must still look like the API (a retryable 500), not like a traceback;
     # the exception is kept so an embedding test (the pytest plugin) can fail with it.
     log.exception("unexpected error while serving %s %s", request.method, request.url.path)
-    request.app.state.mock.server_errors.append(exc)
+    request.app.state.mock.note_server_error(exc)
     return error_response(request, InternalServerError("Internal server error"))

@@ -13,7 +13,9 @@ Matching looks at the text of the last user message; the first matching entry wi
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from mockserver.errors import ConfigError
 
 _STOP_REASONS = {"end_turn", "refusal", "max_tokens", "stop_sequence", "tool_use"}
 _KEYS = {"equals", "contains", "regex", "model", "text", "tool", "input", "stop_reason"}
+_STRINGS = ("equals", "contains", "regex", "model", "text", "tool", "stop_reason")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,9 @@ class CannedReplies:
 
     @classmethod
     def load(cls, paths: Iterable[str]) -> CannedReplies:
+        """Reads files: call it off the event loop (`asyncio.to_thread`) once a server is running.
+        Only regular files are read (a FIFO or a device would block or never end); anything else,
+        like a file that is not UTF-8 TOML, is a ConfigError naming the path."""
         entries: list[CannedReply] = []
         for path in paths:
             root = Path(path)
@@ -63,13 +69,25 @@ class CannedReplies:
 
 
 def _read(file: Path) -> list[CannedReply]:
+    expected = f"canned replies {file}: expected a UTF-8 TOML file with [[replies]] tables"
     try:
-        rows = tomllib.loads(file.read_text())["replies"]
+        rows = tomllib.loads(_regular_file_text(file))["replies"]
     except (tomllib.TOMLDecodeError, KeyError, OSError) as exc:
-        raise ConfigError(
-            f"canned replies {file}: expected a TOML file with [[replies]] tables ({exc})"
-        ) from None
+        raise ConfigError(f"{expected} ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{expected} (byte {exc.start} is not UTF-8: {exc.reason})") from None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ConfigError(f"{expected} (replies is not an array of tables)")
     return [_entry(file, i, row) for i, row in enumerate(rows)]
+
+
+def _regular_file_text(file: Path) -> str:
+    # Opened without blocking and checked on the open descriptor, so nothing swapped in after a check
+    # by name can hang the reader: opening a FIFO for reading would wait for a writer.
+    with os.fdopen(os.open(file, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise ConfigError(f"canned replies {file}: not a regular file (a FIFO, a device, a socket?)")
+        return stream.read().decode("utf-8")
 
 
 def _entry(file: Path, index: int, row: Mapping[str, Any]) -> CannedReply:
@@ -81,6 +99,11 @@ def _entry(file: Path, index: int, row: Mapping[str, Any]) -> CannedReply:
     if len(matchers) != 1:
         raise ConfigError(f"{where}: give exactly one of equals, contains, regex")
     kind = matchers[0]
+    wrong = [key for key in _STRINGS if key in row and not isinstance(row[key], str)]
+    if wrong:
+        raise ConfigError(f"{where}: {wrong[0]} must be a string")
+    if "input" in row and not isinstance(row["input"], dict):
+        raise ConfigError(f"{where}: input must be a table")
     try:
         pattern = {
             "equals": lambda v: re.compile("^" + re.escape(v) + r"\Z"),

@@ -27,7 +27,8 @@ from mockserver.validation import describe, parse_json
 FAULT_HEADER = "x-mockserver-fault"
 RETRY_COUNT_HEADER = "x-stainless-retry-count"
 MAX_OUTAGE_RETRY_AFTER = 60.0
-_CREATED = "faults:created"
+_CREATED = "faults:by-name"  # a table (the list under "faults:created" of earlier versions is ignored)
+_ORDER = "faults:order"
 _DEFAULT_MESSAGES = {
     429: "Rate limited (injected fault)",
     500: "Internal server error",
@@ -49,24 +50,28 @@ class Fired:
 
 
 class FaultBook:
+    """The faults created through the admin API: one table field per name, so that adds and deletes
+    from several workers at once are atomic (each a single store operation, not a read and a write
+    of the whole set), and an order number per fault, because the first matching fault fires."""
+
     def __init__(self, store: StateStore) -> None:
         self._store = store
 
     async def created(self) -> list[Fault]:
-        return [Fault.model_validate(raw) for raw in await self._store.get(_CREATED) or []]
+        rows = sorted((await self._store.fields(_CREATED)).values(), key=lambda row: row["order"])
+        return [Fault.model_validate(row["fault"]) for row in rows]
 
     async def add(self, fault: Fault, configured: list[Fault]) -> None:
-        existing = await self.created()
-        if any(f.name == fault.name for f in [*configured, *existing]):
+        if any(f.name == fault.name for f in configured):
             raise InvalidRequestError(f"name: a fault named {fault.name!r} already exists")
-        await self._store.put(_CREATED, [f.model_dump() for f in [*existing, fault]])
+        row = {"order": await self._store.incr(_ORDER), "fault": fault.model_dump()}
+        if not await self._store.add_field(_CREATED, fault.name, row):
+            raise InvalidRequestError(f"name: a fault named {fault.name!r} already exists")
 
     async def delete(self, name: str) -> bool:
-        existing = await self.created()
-        kept = [f for f in existing if f.name != name]
-        await self._store.put(_CREATED, [f.model_dump() for f in kept])
+        deleted = await self._store.delete_field(_CREATED, name)
         await self._store.delete(_seen_key(name))
-        return len(kept) != len(existing)
+        return deleted
 
     async def choose(
         self, target: Target, faults: list[Fault], header: str | None, *, seed: int, now: float

@@ -13,9 +13,10 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from mockserver.errors import ConfigError, StoreUnavailable
@@ -25,6 +26,79 @@ Arg = bytes | str | int | float
 # Error replies that mean "this server cannot serve us now" rather than "this command is wrong": a
 # replica after a failover, a server still loading its data set, credentials it refuses.
 _UNAVAILABLE = ("READONLY", "LOADING", "MASTERDOWN", "NOAUTH", "WRONGPASS")
+
+# How long one HTTP request may wait for the store, all its calls together (a generation read,
+# admission, the cache, a settle): a hung Redis costs a request this long, not a timeout per call.
+REQUEST_STORE_WAIT = 1.0
+# What a request may wait beyond REQUEST_STORE_WAIT in all, so that short waits need no timer.
+UNTIMED_OVERRUN = 0.05
+
+T = TypeVar("T")
+
+
+class StoreWait:
+    """How long the current request has waited for the store so far, out of `limit` seconds."""
+
+    __slots__ = ("limit", "spent")
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.spent = 0.0
+
+
+_request_wait: ContextVar[StoreWait | None] = ContextVar("mockserver_request_store_wait", default=None)
+
+
+def begin_request(limit: float = REQUEST_STORE_WAIT) -> Token[StoreWait | None]:
+    """From here on, in this task and the tasks it starts, store calls share one `limit`."""
+    return _request_wait.set(StoreWait(limit))
+
+
+def end_request(token: Token[StoreWait | None]) -> None:
+    _request_wait.reset(token)
+
+
+def not_a_request() -> None:
+    """For a background task started from a request (it copied the request's context): its store
+    calls serve many requests, so they keep only their client's own timeout."""
+    _request_wait.set(None)
+
+
+class RequestWaitSpent(Exception):
+    """The request has waited for the store as long as it may (`StoreWait.limit`)."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"no reply within {limit:g} s (what a request may wait for the store in all)")
+
+
+async def within_request_wait(start: Callable[[], Awaitable[T]], *, bounded_by: float = float("inf")) -> T:
+    """Await what `start()` returns for no longer than the current request has left to wait for
+    the store, and count the time against it; outside a request, just await it. `start` is not
+    called once nothing is left (so no command is sent that nobody would wait for). `bounded_by`:
+    how long the awaitable can take anyway (its client's timeout); when the request has that much
+    left, give or take `UNTIMED_OVERRUN`, no timer is armed: a timer costs ~5 µs, and a request
+    whose earlier waits took a few ms (the common case) would otherwise arm one per store call."""
+    wait = _request_wait.get()
+    if wait is None:
+        return await start()
+    left = wait.limit - wait.spent
+    if left <= 0:
+        raise RequestWaitSpent(wait.limit)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        if left + UNTIMED_OVERRUN >= bounded_by:
+            return await start()
+        timeout = asyncio.timeout(left)
+        try:
+            async with timeout:
+                return await start()
+        except TimeoutError:
+            if timeout.expired():
+                raise RequestWaitSpent(wait.limit) from None
+            raise
+    finally:
+        wait.spent += loop.time() - started
 
 
 class ResponseError(Exception):
@@ -213,6 +287,14 @@ class RedisClient:
         """One command; the reply as hiredis decodes it (bytes, int, list, None)."""
         return await self._call(self._pack(args))
 
+    async def within_request_wait(self, start: Callable[[], Awaitable[T]]) -> T:
+        """`within_request_wait` for a wait on this client's commands: StoreUnavailable, naming this
+        store, once the request has waited as long as it may."""
+        try:
+            return await within_request_wait(start, bounded_by=self.timeout)
+        except RequestWaitSpent as exc:
+            raise self._unavailable(exc) from None
+
     async def evalsha(self, script: Script, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         try:
             return await self._call(self._pack(("EVALSHA", script.sha, len(keys), *keys, *args)))
@@ -242,7 +324,9 @@ class RedisClient:
             conn.fail("the client was closed", retry=False)
             await conn.closed
 
-    async def _call(self, command: bytes) -> Any:
+    async def _call(self, command: bytes, *, in_request_wait: bool = False) -> Any:
+        if not in_request_wait and _request_wait.get() is not None:
+            return await self.within_request_wait(lambda: self._call(command, in_request_wait=True))
         conn = self._conn
         if conn is None or conn.broken is not None or conn.loop is not asyncio.get_running_loop():
             conn = await self._connected()

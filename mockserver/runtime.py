@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -28,6 +30,7 @@ from mockserver.journal import Journal
 from mockserver.limits.store import BucketStore, bucket_store_from_uri
 from mockserver.metrics import Metrics
 from mockserver.organizations import Organization, organization_for
+from mockserver.redis_client import REQUEST_STORE_WAIT, RequestWaitSpent, not_a_request, within_request_wait
 from mockserver.replies import Planner
 from mockserver.settings import Settings
 from mockserver.state import StateStore, state_store_from_uri
@@ -56,17 +59,48 @@ class Runtime:
         return org
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
+    def from_settings(cls, settings: Settings, *, canned: CannedReplies | None = None) -> Runtime:
+        """Raises ConfigError if a `replies` file cannot be read; `canned`: replies already read
+        for `settings.replies` (then no file is read, and nothing can fail)."""
         known = None
         if settings.betas.reject_unknown:
             known = default_betas() | frozenset(settings.betas.extra)
+        if canned is None:
+            canned = CannedReplies.load(settings.replies)
         return cls(
             settings=settings,
             catalog=Catalog.from_settings(settings),
-            planner=Planner(seed=settings.seed, canned=CannedReplies.load(settings.replies)),
+            planner=Planner(seed=settings.seed, canned=canned),
             known_betas=known,
             api_keys=accepted_api_keys(settings),
         )
+
+    def patched(self, patch: Mapping[str, Any]) -> Runtime:
+        """This runtime with one admin patch on top, checked whole: raises ConfigError if the patch
+        does not validate or its `replies` cannot be read. A patch that names `replies` reads them
+        again (so re-sending it picks up edited files); any other keeps the replies already read.
+        Reads files: call it off the event loop."""
+        settings = self.settings.with_layer(patch, "admin API")
+        return Runtime.from_settings(settings, canned=None if "replies" in patch else self.planner.canned)
+
+
+def runtime_with_patches(boot: Runtime, patches: Sequence[Any]) -> Runtime:
+    """`boot` with the stored admin patches on top, in order. One that does not load (its replies
+    file is gone or unreadable on this host, a version stored by an older mockserver, a conflict
+    with a patch from another worker) is skipped with a warning naming it, and the rest still
+    apply: a worker never stops serving over a stored patch. Reads files: call it off the loop."""
+    runtime = boot
+    for number, patch in enumerate(patches, 1):
+        try:
+            runtime = runtime.patched(patch)
+        except Exception as exc:  # ConfigError above all, but nothing stored may take a worker down
+            log.warning("settings patch %d of %d %s skipped: %s", number, len(patches), _shown(patch), exc)
+    return runtime
+
+
+def _shown(patch: Any) -> str:
+    text = repr(patch)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 class ServerState:
@@ -81,6 +115,7 @@ class ServerState:
         buckets: BucketStore | None = None,
     ) -> None:
         self.boot_settings = runtime.settings
+        self.boot_runtime = runtime  # what a reset goes back to, and patches apply to, without reading files
         self.runtime = runtime
         self.clock: Clock = clock or SystemClock()
         storage, prefix = runtime.settings.storage, runtime.settings.key_prefix
@@ -91,9 +126,14 @@ class ServerState:
         self.usage = UsageLedger(self.store)
         self.faults = FaultBook(self.store)
         self.metrics = Metrics()
-        self.server_errors: list[BaseException] = []  # unexpected exceptions, for embedding tests
+        # Unexpected exceptions, for embedding tests (`RunningServer.take_errors`): the newest few
+        # and how many there were, noted on the server's thread and read from the test's.
+        self._server_errors: deque[BaseException] = deque(maxlen=_KEPT_SERVER_ERRORS)
+        self._server_error_count = 0
+        self._server_errors_lock = threading.Lock()
         self.created_faults: list[Fault] = []  # faults added through the admin API
         self._generation: str | None = None  # of the admin changes that `runtime` reflects
+        self._patch_count = 0  # of the stored patches that `runtime` reflects
         # On a shared store the generation is re-read in the background about this often, instead of
         # a Redis round trip per request; admin writes wait as long before answering, so a change is
         # seen by every worker once its response is back (see `sync`). A memory store has no other
@@ -107,6 +147,24 @@ class ServerState:
         self._changing_loop: asyncio.AbstractEventLoop | None = None
         self._refresh: asyncio.Task[None] | None = None  # the generation read in flight, if any
 
+    def note_server_error(self, exc: BaseException) -> None:
+        with self._server_errors_lock:
+            self._server_errors.append(exc)
+            self._server_error_count += 1
+
+    @property
+    def server_errors(self) -> list[BaseException]:
+        """The newest unexpected exceptions (at most 100)."""
+        with self._server_errors_lock:
+            return list(self._server_errors)
+
+    def server_errors_after(self, seen: int) -> tuple[list[BaseException], int]:
+        """The exceptions noted after the first `seen` (those still kept), and how many there were."""
+        with self._server_errors_lock:
+            kept, count = list(self._server_errors), self._server_error_count
+        new = max(0, min(count - seen, len(kept)))
+        return kept[len(kept) - new :], count
+
     def limiter_now(self) -> float | None:
         # In production the Redis store reads the Redis server's clock so replicas agree;
         # an injected (fake) clock must drive the buckets instead.
@@ -116,13 +174,20 @@ class ServerState:
         """Validate a partial update against the current settings and publish it to every worker."""
         async with self._exclusive():
             await self._read_generation()
-            # Raises ConfigError, and then nothing has changed.
-            settings = self.runtime.settings.with_layer(patch, "admin API")
-            await self.store.put(_PATCHES_KEY, [*(await self.store.get(_PATCHES_KEY) or []), dict(patch)])
-            self.runtime = Runtime.from_settings(settings)
+            # Checked whole (replies files read) before anything is stored: a ConfigError leaves
+            # every worker as it was.
+            runtime = await asyncio.to_thread(self.runtime.patched, patch)
+            # Appended in one store operation, so patches sent to two workers at once both land.
+            dropped = await self.store.append(_PATCHES_KEY, dict(patch), max_len=_MAX_PATCHES)
+            if dropped:
+                log.warning("the oldest settings patch was dropped: %d are kept until a reset", _MAX_PATCHES)
+            patches = await self.store.items(_PATCHES_KEY)
+            if dropped or len(patches) != self._patch_count + 1:  # another worker's landed meanwhile
+                runtime = await asyncio.to_thread(runtime_with_patches, self.boot_runtime, patches)
+            self.runtime, self._patch_count = runtime, len(patches)
             await self._publish()
         await self._let_workers_see_it()
-        return settings
+        return self.runtime.settings
 
     async def add_fault(self, fault: Fault) -> None:
         async with self._exclusive():
@@ -144,7 +209,7 @@ class ServerState:
         async with self._exclusive():
             await self.buckets.reset()
             await self.store.clear()
-            self.runtime = Runtime.from_settings(self.boot_settings)
+            self.runtime, self._patch_count = self.boot_runtime, 0
             self.created_faults = []
             await self._publish()
         await self._let_workers_see_it()
@@ -171,8 +236,15 @@ class ServerState:
                 self._refresh_soon()  # so that requests seldom have to wait for one
             if arrived < self._fresh_until:
                 return
-            assert self._refresh is not None
-            await asyncio.shield(self._refresh)
+            refresh = self._refresh
+            assert refresh is not None
+            try:
+                # The read's store calls time out on their own after REQUEST_STORE_WAIT (the Redis
+                # stores' timeout): a timer of the request's own is needed only for what is left.
+                read = functools.partial(asyncio.shield, refresh)
+                await within_request_wait(read, bounded_by=REQUEST_STORE_WAIT)
+            except RequestWaitSpent:
+                return  # go on with what we have, as after a failed read; later store calls fail fast
 
     def _refresh_soon(self) -> None:
         loop = asyncio.get_running_loop()
@@ -180,6 +252,7 @@ class ServerState:
             self._refresh = loop.create_task(self._refresh_generation())
 
     async def _refresh_generation(self) -> None:
+        not_a_request()  # a read for every request that waits on it, bounded by the client's timeout
         try:
             async with self._exclusive():
                 await self._read_generation()
@@ -190,10 +263,9 @@ class ServerState:
         started = time.monotonic()
         generation = await self.store.get(_GENERATION_KEY)
         if generation != self._generation:
-            settings = self.boot_settings
-            for patch in await self.store.get(_PATCHES_KEY) or []:
-                settings = settings.with_layer(patch, "admin API")
-            self.runtime = Runtime.from_settings(settings)
+            patches = await self.store.items(_PATCHES_KEY)
+            self.runtime = await asyncio.to_thread(runtime_with_patches, self.boot_runtime, patches)
+            self._patch_count = len(patches)
             self.created_faults = await self.faults.created()
             self._generation = generation
         self._fresh_until = started + self.sync_interval
@@ -223,8 +295,12 @@ class ServerState:
 
 
 _MAX_REMEMBERED_KEYS = 4096
+_KEPT_SERVER_ERRORS = 100
 _SHARED_SYNC_INTERVAL = 0.01
-_PATCHES_KEY = "settings:patches"
+# A list, appended atomically (the JSON document under "settings:patches" of earlier versions is
+# ignored). Every worker applies all of them on each admin change: a bound keeps that quick.
+_PATCHES_KEY = "settings:patch-list"
+_MAX_PATCHES = 1000
 _GENERATION_KEY = "admin:generation"
 
 

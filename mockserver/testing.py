@@ -84,8 +84,7 @@ class RunningServer:
         """Exceptions the server swallowed since the last call (it answered those requests with 500)."""
         if self.state is None:
             return []
-        errors = self.state.server_errors[self.errors_seen :]
-        self.errors_seen += len(errors)
+        errors, self.errors_seen = self.state.server_errors_after(self.errors_seen)
         return errors
 
     def stop(self) -> None:

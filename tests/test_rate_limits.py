@@ -238,3 +238,24 @@ def test_two_server_processes_sharing_redis_admit_one_limit(redis_server: RedisS
     per_request, limit = (1, 10) if speed == "standard" else (count_input(messages=HELLO), 100)
     allowed = (limit + limit / 60 * elapsed) / per_request
     assert limit // per_request <= admitted <= allowed + 1e-9
+
+
+def test_memory_buckets_of_idle_keys_are_forgotten_once_full(start_server):
+    """A bucket per API key used to be kept forever (~1.2 KB each); one that has refilled is dropped,
+    while a key still inside its limit keeps its level and its exact retry-after."""
+    server, clock = fake_clock_server(start_server, limits={"requests_per_minute": 3})
+    buckets = server.state.buckets._states
+    for n in range(200):
+        sdk(server, f"sk-idle-{n}").messages.create(model="claude-opus-4-7", max_tokens=5, messages=HELLO)
+    kept = len(buckets)
+    assert kept >= 200  # a few buckets per organisation
+    active = sdk(server, "sk-active")
+    clock.advance(61)  # every idle bucket has refilled (a minute refills a whole limit)
+    for _ in range(3):
+        active.messages.create(model="claude-opus-4-7", max_tokens=5, messages=HELLO)
+    assert len(buckets) < kept / 50  # only the active organisation's are left
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        active.messages.create(model="claude-opus-4-7", max_tokens=5, messages=HELLO)
+    assert caught.value.response.headers["retry-after"] == "20"  # one request refills in 20 s
+    clock.advance(20)
+    assert active.messages.create(model="claude-opus-4-7", max_tokens=5, messages=HELLO)

@@ -364,3 +364,68 @@ def test_scan_pages_through_keys_with_a_literal_prefix(redis_server: RedisServer
     keys = run(go())
     assert len(keys) == len(set(keys)) == 1200
     assert all(b":a*[1]:" in key for key in keys)
+
+
+# --- one store deadline per request ---------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_a_request_s_calls_share_one_deadline_and_send_nothing_once_it_is_spent(run: Run, sent: list[bytes]):
+    with running_redis_server() as server:
+        client = RedisClient(server.url, timeout=5.0)
+
+        async def request() -> tuple[float, list[BaseException]]:
+            token = redis_client.begin_request(0.4)
+            started = time.monotonic()
+            errors: list[BaseException] = []
+            try:
+                for _ in range(3):  # a client timeout of 5 s each was 15 s for the request
+                    try:
+                        await client.execute("INCR", "n")
+                    except StoreUnavailable as exc:
+                        errors.append(exc)
+            finally:
+                redis_client.end_request(token)
+            return time.monotonic() - started, errors
+
+        try:
+            run(client.execute("PING"))
+            server.pause()
+            del sent[:]
+            elapsed, errors = run(request())
+            assert 0.35 < elapsed < 1.5 and len(errors) == 3
+            assert all("no reply within 0.4 s (what a request may wait" in str(e) for e in errors)
+            assert str(server.port) in str(errors[0])
+            assert len(sent) == 1  # the second and third calls found nothing left to wait with
+        finally:
+            server.resume()
+            run(client.close())
+
+
+@pytest.mark.redis
+def test_a_background_task_started_by_a_request_keeps_the_client_timeout(run: Run):
+    with running_redis_server() as server:
+        client = RedisClient(server.url, timeout=0.6)
+
+        async def background() -> float:
+            redis_client.not_a_request()
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"no reply within 0\.6 s"):
+                await client.execute("PING")
+            return time.monotonic() - started
+
+        async def request() -> float:
+            token = redis_client.begin_request(0.2)
+            try:
+                task = asyncio.get_running_loop().create_task(background())  # copies the context
+            finally:
+                redis_client.end_request(token)
+            return await task
+
+        try:
+            run(client.execute("PING"))
+            server.pause()
+            assert run(request()) > 0.5
+        finally:
+            server.resume()
+            run(client.close())

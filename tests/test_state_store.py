@@ -1,12 +1,17 @@
-"""The Redis state store's write-behind journal: batched writes, read-your-writes, nothing lost."""
+"""The Redis state store's write-behind journal (batched writes, read-your-writes, nothing lost);
+then the contract every state store keeps, run on memory and on a real Redis."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
+from mockserver.clock import FakeClock
 from mockserver.errors import StoreUnavailable
+from mockserver.state import StateStore
+from mockserver.state.memory import MemoryStateStore
 from mockserver.state.redis import RedisStateStore
 from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
 
@@ -123,3 +128,75 @@ def test_a_writer_cancelled_mid_write_says_what_was_lost(
     with caplog.at_level("WARNING", logger="mockserver"):
         asyncio.run(go())
     assert "2 journal and ledger rows not kept: the event loop closed" in caplog.text
+
+
+# --- the contract, on both backends ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def make_state_store(request: pytest.FixtureRequest) -> Callable[[], StateStore]:
+    """Stores of one kind that share their data, as the workers of one server do."""
+    prefix = unique_key_prefix()
+    memory = MemoryStateStore(FakeClock())
+
+    def make() -> StateStore:
+        if request.param == "memory":
+            return memory
+        return RedisStateStore(request.getfixturevalue("redis_server").url, key_prefix=prefix)
+
+    return make
+
+
+def test_a_field_is_added_once_and_deleted_once(make_state_store) -> None:
+    async def go() -> None:
+        store = make_state_store()
+        try:
+            assert await store.fields("t") == {}
+            assert await store.add_field("t", "a", {"n": 1})
+            assert not await store.add_field("t", "a", {"n": 2})  # taken: the first value stays
+            assert await store.add_field("t", "b", None)
+            assert await store.fields("t") == {"a": {"n": 1}, "b": None}
+            assert await store.delete_field("t", "b") and not await store.delete_field("t", "b")
+            assert not await store.delete_field("missing", "a")
+            assert await store.delete("t") and await store.fields("t") == {}
+            await store.add_field("t", "a", 1)
+            await store.clear()
+            assert await store.fields("t") == {}
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_values_are_copies(make_state_store) -> None:
+    async def go() -> None:
+        store = make_state_store()
+        try:
+            value = {"list": [1]}
+            await store.add_field("t", "a", value)
+            value["list"].append(2)
+            read = await store.fields("t")
+            read["a"]["list"].append(3)
+            assert await store.fields("t") == {"a": {"list": [1]}}
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_concurrent_adds_of_one_field_from_two_stores_succeed_exactly_once(make_state_store) -> None:
+    async def go() -> None:
+        stores = [make_state_store(), make_state_store()]
+        try:
+            tries = [stores[n % 2].add_field("t", f"f{n // 4}", n) for n in range(40)]
+            added = await asyncio.gather(*tries)
+            assert added.count(True) == 10
+            assert sorted(await stores[0].fields("t")) == sorted(f"f{n}" for n in range(10))
+            appended = [stores[n % 2].append("l", n, max_len=100) for n in range(40)]
+            assert await asyncio.gather(*appended) == [0] * 40
+            assert sorted(await stores[1].items("l")) == list(range(40))
+        finally:
+            for store in stores:
+                await store.close()
+
+    asyncio.run(go())

@@ -4,10 +4,16 @@ even though a worker re-reads the shared generation at most every `sync_interval
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import anthropic
 import pytest
 
+from mockserver.admin_client import AdminClient, AdminError
 from mockserver.runtime import Runtime, ServerState
+from mockserver.server import MockServer
 from tests.conftest import make_settings
 from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
 
@@ -117,3 +123,106 @@ def test_an_unreachable_store_does_not_hold_requests_forever(caplog: pytest.LogC
 def test_memory_storage_has_nothing_to_watch() -> None:
     state = worker("memory://", "mockserver:")
     assert not state.shared and state.sync_interval == 0.0
+
+
+# --- admin changes through two in-process servers sharing one Redis and key prefix ----------------
+
+HELLO = [{"role": "user", "content": "Hello"}]
+CANNED = '[[replies]]\ncontains = "Hello"\ntext = "Canned hello."\n'
+
+
+@pytest.fixture
+def two_servers(redis_server: RedisServer, start_server) -> Callable[[], tuple[MockServer, MockServer]]:
+    prefix = unique_key_prefix()
+
+    def start() -> tuple[MockServer, MockServer]:
+        return tuple(start_server(storage=redis_server.url, key_prefix=prefix) for _ in range(2))
+
+    return start
+
+
+def ask(server: MockServer) -> str:
+    client = anthropic.Anthropic(api_key="sk-sync", base_url=server.url, max_retries=0)
+    block = client.messages.create(model="claude-opus-4-7", max_tokens=20, messages=HELLO).content[0]
+    assert block.type == "text"
+    return block.text
+
+
+def test_a_refused_patch_is_not_stored_and_every_worker_keeps_serving(two_servers, start_server) -> None:
+    a, b = two_servers()
+    with AdminClient(a.url) as admin_a, AdminClient(b.url) as admin_b:
+        with pytest.raises(AdminError) as caught:
+            admin_a.configure(replies=["/nonexistent.toml"])
+        assert caught.value.status == 400 and "/nonexistent.toml" in caught.value.message
+        admin_a.configure(seed=7)  # the next valid patch makes every worker rebuild from the store
+        assert admin_b.settings()["seed"] == 7 and admin_b.settings()["replies"] == []
+        ask(a), ask(b)
+    # A restart on the same Redis applies what was stored: only the accepted patch.
+    (c, _) = two_servers()
+    with AdminClient(c.url) as admin_c:
+        assert admin_c.settings()["seed"] == 7
+    ask(c)
+    assert not a.state.server_errors and not b.state.server_errors and not c.state.server_errors
+
+
+def test_a_stored_patch_that_no_longer_loads_is_skipped_by_name_and_the_rest_apply(
+    two_servers, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    canned = tmp_path / "canned.toml"
+    canned.write_text(CANNED)
+    a, b = two_servers()
+    with AdminClient(a.url) as admin_a:
+        admin_a.configure(replies=[str(canned)])
+        admin_a.configure(seed=11)
+    assert ask(b) == "Canned hello."
+    canned.unlink()  # the file goes (or a replica never had it): the stored patch cannot load
+    with caplog.at_level("WARNING", logger="mockserver"):
+        restarted, _ = two_servers()
+        with AdminClient(restarted.url) as admin:
+            settings = admin.settings()
+        assert settings["seed"] == 11 and settings["replies"] == []
+        assert ask(restarted) != "Canned hello."
+    assert f"settings patch 1 of 2 {{'replies': ['{canned}']}} skipped" in caplog.text
+    assert str(canned) in caplog.text and not restarted.state.server_errors
+
+
+def test_patches_sent_to_two_workers_at_once_both_land(two_servers) -> None:
+    a, b = two_servers()
+    with AdminClient(a.url) as admin_a, AdminClient(b.url) as admin_b:
+        with ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lambda n: (admin_a if n % 2 else admin_b).configure(
+                        {"organizations": {f"org-{n}": {"keys": [f"sk-{n}"]}}}
+                    ),
+                    range(16),
+                )
+            )
+        for admin in (admin_a, admin_b):
+            assert set(admin.settings()["organizations"]) >= {f"org-{n}" for n in range(16)}
+
+
+def test_faults_added_through_two_workers_at_once_all_land_and_a_name_is_taken_once(two_servers) -> None:
+    a, b = two_servers()
+    with AdminClient(a.url) as admin_a, AdminClient(b.url) as admin_b:
+
+        def add(n: int) -> int:
+            try:
+                (admin_a if n % 2 else admin_b).add_fault(name=f"f{n // 2}", kind="http_error", status=500)
+            except AdminError as exc:
+                assert exc.status == 400 and "already exists" in exc.message
+                return 400
+            return 201
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(add, range(20)))  # each name sent to both workers at once
+        assert statuses.count(201) == 10 and statuses.count(400) == 10
+        names = [fault["name"] for fault in admin_b.faults()]
+        assert sorted(names) == sorted(f"f{n}" for n in range(10))
+        for admin in (admin_a, admin_b):
+            assert [fault["name"] for fault in admin.faults()] == names  # one order everywhere
+        admin_a.delete_fault("f3")
+        with pytest.raises(AdminError) as caught:
+            admin_b.delete_fault("f3")
+        assert caught.value.status == 404
+        assert len(admin_b.faults()) == 9

@@ -21,7 +21,14 @@ from typing import Any
 from mockserver.clock import Clock, SystemClock
 from mockserver.limits.bucket import Admission, Draw, check_unique
 from mockserver.limits.store import InvalidStoreURI
-from mockserver.redis_client import RedisClient, ResponseError, Script, redact
+from mockserver.redis_client import (
+    REQUEST_STORE_WAIT,
+    RedisClient,
+    ResponseError,
+    Script,
+    not_a_request,
+    redact,
+)
 
 
 class _Batch:
@@ -44,7 +51,7 @@ class RedisBucketStore:
         key_prefix: str = "mockserver:",
         clock: Clock | None = None,
         use_server_time: bool = True,
-        timeout: float = 1.0,
+        timeout: float = REQUEST_STORE_WAIT,
         expiry_margin: float = 60.0,
     ) -> None:
         """`timeout` bounds connecting and each command, so an outage fails a request quickly instead
@@ -119,8 +126,21 @@ class RedisBucketStore:
         # A Draw's capacity and rate are floats already: repr() spells them as float() reads them back.
         for draw, (amount, refund) in zip(draws, amounts, strict=True):
             args += (repr(draw.capacity), repr(draw.rate), repr(float(amount)), repr(float(refund)))
-        # Only now, with nothing left to fail, does the call join a batch: its keys, its arguments
-        # and its waiter must go in together or the batch's replies would go to the wrong callers.
+        # The batch goes in the background; its caller waits within its request's store time.
+        reply = await self._redis.within_request_wait(lambda: self._join(keys, args))
+        admitted, retry_after, limiting, never_fits, *levels = reply
+        return (
+            int(admitted) == 1,
+            float(retry_after),
+            int(limiting),
+            int(never_fits) == 1,
+            {d.key: float(level) for d, level in zip(draws, levels, strict=True)},
+        )
+
+    def _join(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """The future of this call's reply in the batch of this loop pass. Only now, with nothing
+        left to fail, does the call join a batch: its keys, its arguments and its waiter must go in
+        together or the batch's replies would go to the wrong callers."""
         loop = asyncio.get_running_loop()
         batch = self._batch
         if batch is None or batch.loop is not loop:
@@ -133,16 +153,10 @@ class RedisBucketStore:
         batch.keys += keys
         batch.args += args
         batch.waiting.append(reply)
-        admitted, retry_after, limiting, never_fits, *levels = await reply
-        return (
-            int(admitted) == 1,
-            float(retry_after),
-            int(limiting),
-            int(never_fits) == 1,
-            {d.key: float(level) for d, level in zip(draws, levels, strict=True)},
-        )
+        return reply
 
     async def _send(self, batch: _Batch) -> None:
+        not_a_request()  # one call for many requests: only the client's own timeout bounds it
         if self._batch is batch:
             self._batch = None
         batch.args[0] = len(batch.waiting)

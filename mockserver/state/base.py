@@ -10,9 +10,9 @@ from mockserver.errors import ConfigError
 
 
 class StateStore(Protocol):
-    """JSON documents by key, counters, and bounded lists. Expiry is for garbage collection only:
-    anything whose lifetime tests check (cache TTLs, batch expiry) stores its own deadline, so a
-    fake clock drives it on every backend."""
+    """JSON documents by key, counters, bounded lists and tables of named fields. Expiry is for
+    garbage collection only: anything whose lifetime tests check (cache TTLs, batch expiry) stores
+    its own deadline, so a fake clock drives it on every backend."""
 
     async def get(self, key: str) -> Any | None: ...
 
@@ -37,6 +37,19 @@ class StateStore(Protocol):
         ...
 
     async def items(self, key: str) -> list[Any]: ...
+
+    async def add_field(self, key: str, field: str, value: Any) -> bool:
+        """Set `field` in the table at `key` unless it is there already, atomically: of two workers
+        adding the same field at once, exactly one gets True."""
+        ...
+
+    async def delete_field(self, key: str, field: str) -> bool:
+        """Remove one field of a table; whether it was there."""
+        ...
+
+    async def fields(self, key: str) -> dict[str, Any]:
+        """A table's fields and values (in no particular order)."""
+        ...
 
     async def clear(self) -> None: ...
 

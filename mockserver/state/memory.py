@@ -15,6 +15,7 @@ class MemoryStateStore:
         self._clock = clock
         self._values: dict[str, tuple[Any, float | None]] = {}
         self._lists: dict[str, deque[Any]] = {}
+        self._tables: dict[str, dict[str, Any]] = {}
 
     async def get(self, key: str) -> Any | None:
         return self._live(key)
@@ -28,7 +29,8 @@ class MemoryStateStore:
         self._values[key] = (copy.deepcopy(value), expires)
 
     async def delete(self, key: str) -> bool:
-        return self._values.pop(key, None) is not None or self._lists.pop(key, None) is not None
+        found = [store.pop(key, None) is not None for store in (self._values, self._lists, self._tables)]
+        return any(found)
 
     async def keys(self, prefix: str) -> list[str]:
         return sorted(k for k in list(self._values) if k.startswith(prefix) and self._live(k) is not None)
@@ -66,9 +68,28 @@ class MemoryStateStore:
     async def items(self, key: str) -> list[Any]:
         return copy.deepcopy(list(self._lists.get(key, ())))
 
+    async def add_field(self, key: str, field: str, value: Any) -> bool:
+        table = self._tables.setdefault(key, {})
+        if field in table:
+            return False
+        table[field] = copy.deepcopy(value)
+        return True
+
+    async def delete_field(self, key: str, field: str) -> bool:
+        table = self._tables.get(key, {})
+        found = field in table
+        table.pop(field, None)
+        if not table:
+            self._tables.pop(key, None)
+        return found
+
+    async def fields(self, key: str) -> dict[str, Any]:
+        return copy.deepcopy(self._tables.get(key, {}))
+
     async def clear(self) -> None:
         self._values.clear()
         self._lists.clear()
+        self._tables.clear()
 
     async def ping(self) -> None:
         return None

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from mockserver.errors import ConfigError, StoreUnavailable
-from mockserver.redis_client import Arg, RedisClient, Script, redact
+from mockserver.redis_client import REQUEST_STORE_WAIT, Arg, RedisClient, Script, not_a_request, redact
 
 log = logging.getLogger("mockserver")
 
@@ -18,7 +18,8 @@ log = logging.getLogger("mockserver")
 class RedisStateStore:
     def __init__(self, url: str, *, key_prefix: str = "mockserver:") -> None:
         try:
-            self._redis = RedisClient(url, timeout=2.0, name="state store")
+            # The timeout of a request's whole wait, so that its first call needs no timer of its own.
+            self._redis = RedisClient(url, timeout=REQUEST_STORE_WAIT, name="state store")
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {redact(url)!r}: {exc}") from exc
         self._prefix = key_prefix + "state:"
@@ -88,6 +89,9 @@ class RedisStateStore:
             self._writer = loop.create_task(self._write_queued())
 
     async def _write_queued(self) -> None:
+        # Not on any request's path: each write is bounded by the client's own timeout, and a
+        # failed one is logged, never raised into a request.
+        not_a_request()
         while self._queued:
             batch, self._queued = self._queued, []
             self._batch_written, self._queued_written = self._queued_written, None
@@ -120,12 +124,22 @@ class RedisStateStore:
             self._writer = loop.create_task(self._write_queued())  # its writer was cancelled unstarted
         pending = self._queued_written or self._batch_written
         if pending is not None and pending.get_loop() is loop:
-            await asyncio.shield(pending)
+            await self._redis.within_request_wait(lambda: asyncio.shield(pending))
 
     async def items(self, key: str) -> list[Any]:
         if key in self._recorded:
             await self._written()
         return [orjson.loads(raw) for raw in await self._redis.execute("LRANGE", self._prefix + key, 0, -1)]
+
+    async def add_field(self, key: str, field: str, value: Any) -> bool:
+        return bool(await self._redis.execute("HSETNX", self._prefix + key, field, orjson.dumps(value)))
+
+    async def delete_field(self, key: str, field: str) -> bool:
+        return bool(await self._redis.execute("HDEL", self._prefix + key, field))
+
+    async def fields(self, key: str) -> dict[str, Any]:
+        flat = await self._redis.execute("HGETALL", self._prefix + key)
+        return {name.decode(): orjson.loads(raw) for name, raw in zip(flat[::2], flat[1::2], strict=True)}
 
     async def clear(self) -> None:
         await self._written()

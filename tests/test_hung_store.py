@@ -1,0 +1,86 @@
+"""A hung Redis (paused with SIGSTOP: connections stay open, nothing answers) costs a request one
+store deadline in all, whatever number of store calls it makes, and the 503 says how long."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+
+from mockserver.redis_client import REQUEST_STORE_WAIT
+from mockserver.server import MockServer
+from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
+
+redis_server = redis_server_fixture(scope="module")
+pytestmark = pytest.mark.redis
+
+HELLO = [{"role": "user", "content": "Hello"}]
+# The wait, and what a loaded shared machine may add to it; a timeout per store call took 5 s.
+SLACK = 0.8
+
+
+@pytest.fixture
+def hung(redis_server: RedisServer) -> Iterator[Callable[[], None]]:
+    yield redis_server.pause
+    redis_server.resume()
+
+
+def timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.monotonic()
+    try:
+        result = call()
+    except Exception as exc:
+        result = exc
+    return time.monotonic() - started, result
+
+
+def assert_one_deadline(elapsed: float, error: Any) -> None:
+    assert isinstance(error, anthropic.APIStatusError), error
+    assert error.status_code == 503 and error.type == "api_error"
+    assert f"no reply within {REQUEST_STORE_WAIT:g} s" in error.message
+    assert REQUEST_STORE_WAIT * 0.9 <= elapsed < REQUEST_STORE_WAIT + SLACK
+
+
+def test_a_hung_store_costs_a_request_one_deadline_and_the_503_says_so(
+    start_server, redis_server: RedisServer, hung
+) -> None:
+    server: MockServer = start_server(storage=redis_server.url, key_prefix=unique_key_prefix())
+    client = anthropic.Anthropic(api_key="sk-hung", base_url=server.url, max_retries=0, timeout=30)
+
+    def create(**extra: Any) -> Any:
+        return client.messages.create(model="claude-opus-4-7", max_tokens=5, messages=HELLO, **extra)
+
+    def stream() -> Any:
+        with client.messages.stream(model="claude-opus-4-7", max_tokens=5, messages=HELLO) as events:
+            return events.get_final_message()
+
+    assert create()  # connections are open and the settings read
+    time.sleep(0.05)
+    hung()
+    for call in (create, stream, create):  # a settings read, then admission, for each
+        assert_one_deadline(*timed(call))
+    elapsed, response = timed(lambda: httpx.get(f"{server.url}/_admin/requests", timeout=30))
+    assert response.status_code == 503 and elapsed < REQUEST_STORE_WAIT + SLACK
+
+
+def test_a_request_that_needs_no_store_call_is_served_after_one_deadline(
+    start_server, redis_server: RedisServer, hung
+) -> None:
+    """Without rate limits the only store calls are the settings read (waited for at most the
+    deadline, then the request goes on with the settings it has) and the journal row, which is
+    written behind the response and logged if lost."""
+    server = start_server(storage=redis_server.url, key_prefix=unique_key_prefix(), limits={"enabled": False})
+    client = anthropic.Anthropic(api_key="sk-hung", base_url=server.url, max_retries=0, timeout=30)
+    assert client.messages.create(model="claude-opus-4-7", max_tokens=5, messages=HELLO)
+    time.sleep(0.05)
+    hung()
+    for _ in range(2):
+        elapsed, message = timed(
+            lambda: client.messages.create(model="claude-opus-4-7", max_tokens=5, messages=HELLO)
+        )
+        assert isinstance(message, anthropic.types.Message), message
+        assert elapsed < REQUEST_STORE_WAIT + SLACK
