@@ -73,12 +73,8 @@ class FaultBook:
         await self._store.delete(_seen_key(name))
         return deleted
 
-    async def choose(
-        self, target: Target, faults: list[Fault], header: str | None, *, seed: int, now: float
-    ) -> Fired | None:
-        """The fault that fires for this request, if any: the header's, else the first that matches."""
-        if header:
-            return Fired(_from_header(header, faults), 1)
+    async def choose(self, target: Target, faults: list[Fault], *, seed: int, now: float) -> Fired | None:
+        """The first of `faults` that fires for this request, if any (header faults: `header_fault`)."""
         for fault in faults:
             if not matches(fault, target):
                 continue

@@ -189,6 +189,19 @@ class ServerState:
         await self._let_workers_see_it()
         return self.runtime.settings
 
+    @property
+    def generation(self) -> str | None:
+        """The token of the last admin change this worker has seen (None: none since it started)."""
+        return self._generation
+
+    async def announce_change(self) -> None:
+        """Publish a change made outside the settings and faults (e.g. scripted replies) to every
+        worker: what they cache by `generation` is read again, by the time this returns."""
+        async with self._exclusive():
+            await self._read_generation()
+            await self._publish()
+        await self._let_workers_see_it()
+
     async def add_fault(self, fault: Fault) -> None:
         async with self._exclusive():
             await self._read_generation()

@@ -8,8 +8,8 @@ reply goes through the planner's canned path, so usage, max_tokens, streaming an
 pacing are those of any reply; an error is the API's envelope for its status.
 
 Each worker keeps the entries it last read and reads them again only after an admin change: every
-change (this module's included) publishes a new generation, on which each worker replaces its
-runtime. So while nothing is scripted a request pays one identity comparison and no store call.
+change (this module's included) publishes a new generation, which each worker picks up. So while
+nothing is scripted a request pays one comparison and no store call.
 """
 
 from __future__ import annotations
@@ -147,20 +147,21 @@ def _reason(status: int) -> str:
 
 @dataclass(slots=True)
 class _Book:
-    """What one worker knows of the script: the entries not known to be used up, read under `runtime`."""
+    """What one worker knows of the script: the entries not known to be used up, read at `generation`
+    (of the admin changes, `ServerState.generation`)."""
 
-    runtime: Runtime
+    generation: str | None
     entries: list[Scripted] = field(default_factory=list)
 
 
 _BOOKS: WeakKeyDictionary[ServerState, _Book] = WeakKeyDictionary()
 
 
-def may_apply(state: ServerState, runtime: Runtime) -> bool:
-    """Whether a request on `runtime` must look at the script; False (no store call) while it is empty
-    and nothing changed since this worker last read it."""
+def may_apply(state: ServerState) -> bool:
+    """Whether a request must look at the script; False (no store call) while it is empty and no
+    admin change came since this worker last read it."""
     book = _BOOKS.get(state)
-    return book is None or book.runtime is not runtime or bool(book.entries)
+    return book is None or book.generation != state.generation or bool(book.entries)
 
 
 async def apply(
@@ -170,8 +171,8 @@ async def apply(
 
     Raises the scripted error (before rate limits: nothing is charged for it)."""
     book = _BOOKS.get(state)
-    if book is None or book.runtime is not runtime:
-        book = await _read(state, runtime)
+    if book is None or book.generation != state.generation:
+        book = await _read(state)
     taken = await _claim(state.store, book, raw, chosen)
     if taken is None:
         return runtime
@@ -181,11 +182,12 @@ async def apply(
     return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((taken.canned,))))
 
 
-async def _read(state: ServerState, runtime: Runtime) -> _Book:
+async def _read(state: ServerState) -> _Book:
+    generation = state.generation  # first: a change landing during the read makes the next request look
     rows = await state.store.items(ENTRIES_KEY)
     used = await state.store.get_many([_used_key(row["id"]) for row in rows]) if rows else []
     live = [Scripted.from_row(row) for row, count in zip(rows, used, strict=True) if _left(row, count) != 0]
-    book = _BOOKS[state] = _Book(runtime, live)
+    book = _BOOKS[state] = _Book(generation, live)
     return book
 
 
@@ -277,7 +279,5 @@ def _shown(row: Mapping[str, Any], used: Any) -> dict[str, Any]:
 
 
 async def _publish(state: ServerState) -> None:
-    # An empty settings patch is the public way to publish a new generation: every worker replaces
-    # its runtime on it (this one at once, the others within their sync interval, before the admin
-    # call answers), which is what makes `may_apply` read the script again.
-    await state.patch_settings({})
+    # Every worker (this one at once, the others before the admin call answers) reads the script again.
+    await state.announce_change()

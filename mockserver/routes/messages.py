@@ -70,7 +70,7 @@ async def create_message(request: Request) -> Response:
     check_tool_choice(parsed)
     if body.fallbacks is not None:
         check_fallbacks(body, caller.betas, chosen.model, runtime.catalog)
-    if scripted.may_apply(state, runtime):  # a test scripted replies (or this worker has not looked)
+    if scripted.may_apply(state):  # a test scripted replies (or this worker has not looked)
         runtime = await scripted.apply(state, runtime, raw, chosen, record)
     settings = runtime.settings
     header = raw_header(request.scope, _FAULT_HEADER) if settings.chaos.header_faults else None
@@ -188,7 +188,7 @@ async def _choose_fault(
     target = Target(
         path=request.url.path, model=chosen.model.id, speed=chosen.speed, organization=org, stream=stream
     )
-    return await state.faults.choose(target, faults, None, seed=settings.seed, now=state.clock.now())
+    return await state.faults.choose(target, faults, seed=settings.seed, now=state.clock.now())
 
 
 async def _apply_http_fault(
