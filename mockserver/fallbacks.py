@@ -15,11 +15,6 @@ from mockserver.schema import FallbackEntry, MessagesBody
 from mockserver.settings import ModelEntry
 
 FALLBACK_BETAS = ("server-side-fallback-2026-07-01", "server-side-fallback-2026-06-01")
-# The models that take a chain of their own (the reference says only that others refuse an array with
-# a 400): the Opus 5 and Fable 5 families, as the SDKs' users and docs describe them.
-FALLBACK_MODELS = frozenset(
-    ("claude-opus-5", "claude-opus-5-5", "claude-fable-5", "claude-fable-5-1", "claude-fable-5-2")
-)
 
 
 def check_fallbacks(body: MessagesBody, betas: frozenset[str], model: ModelEntry, catalog: Catalog) -> None:
@@ -35,7 +30,7 @@ def check_fallbacks(body: MessagesBody, betas: frozenset[str], model: ModelEntry
         )
     if body.fallbacks == "default" or body.fallbacks is None:
         return  # on a model without fallbacks, "default" runs the requested model alone
-    if model.id not in FALLBACK_MODELS:
+    if not model.fallbacks:  # the catalog says which models take a chain of their own
         raise InvalidRequestError(
             f"fallbacks: model {body.model} does not support a list of fallback models; send "
             '`"default"` or remove `fallbacks`'

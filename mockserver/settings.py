@@ -50,6 +50,8 @@ class ModelEntry(_Frozen):
     max_tokens: int = Field(default=64_000, gt=0)
     speeds: tuple[Literal["standard", "fast"], ...] = ("standard",)
     speed_requires_beta: bool = False
+    # Takes a `fallbacks` array of its own (server-side fallback beta); others refuse one with a 400.
+    fallbacks: bool = False
     ttft_seconds: float = Field(default=1.0, ge=0)
     output_tokens_per_second: float = Field(default=60.0, gt=0)
     fast_multiplier: float = Field(default=2.5, gt=0)

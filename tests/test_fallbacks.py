@@ -113,3 +113,14 @@ def test_a_fast_entry_needs_the_fast_beta_like_a_request_would(client):
         f"fallbacks.0.speed: model claude-opus-4-7 requires the `anthropic-beta: {FAST_BETA}`"
     )
     assert create(client, betas=(FALLBACK_BETA, FAST_BETA), fallbacks=fallbacks).content
+
+
+def test_the_catalog_says_which_models_take_an_array(start_server):
+    # A config row (`[[models]]` with `fallbacks = true`) lets a model of the user's choice take one.
+    server = start_server(models=[{"id": "claude-haiku-4-5", "display_name": "Haiku", "fallbacks": True}])
+    client = anthropic.Anthropic(api_key="sk-fallbacks", base_url=server.url, max_retries=0)
+    message = create(client, model="claude-haiku-4-5", fallbacks=[{"model": "claude-opus-4-8"}])
+    assert message.usage.output_tokens > 0
+    assert refused(client, model="claude-sonnet-4-5", fallbacks=[{"model": "claude-opus-4-8"}]).startswith(
+        "fallbacks: model claude-sonnet-4-5 does not support"
+    )
