@@ -296,9 +296,20 @@ def _or_fail(make: Callable[[], _T]) -> _T:
     """`make()`, with a settings mistake reported as the test's failure, not as a crash in the plugin."""
     from mockserver.errors import ConfigError
 
+    return _failing_as_one_line(make, ConfigError)
+
+
+def _with_sdk(make: Callable[[], _T]) -> _T:
+    """`make()`, with a missing SDK reported as one line saying what to install."""
+    from mockserver.testing import SDKMissing
+
+    return _failing_as_one_line(make, SDKMissing)
+
+
+def _failing_as_one_line(make: Callable[[], _T], expected: type[Exception]) -> _T:
     try:
         return make()
-    except ConfigError as exc:
+    except expected as exc:
         message = str(exc)
     pytest.fail(message, pytrace=False)  # outside the `except`: no "during handling" chain
 
@@ -471,17 +482,6 @@ def anthropic_client(mockserver: MockServerHandle) -> anthropic.Anthropic:
 def async_anthropic_client(mockserver: MockServerHandle) -> anthropic.AsyncAnthropic:
     """`anthropic.AsyncAnthropic` for this test's server, configured like `anthropic_client`."""
     return _with_sdk(mockserver.async_anthropic_client)
-
-
-def _with_sdk(make: Callable[[], _T]) -> _T:
-    """`make()`, with a missing SDK reported as one line saying what to install."""
-    from mockserver.testing import SDKMissing
-
-    try:
-        return make()
-    except SDKMissing as exc:
-        message = str(exc)
-    pytest.fail(message, pytrace=False)  # outside the `except`: no "during handling" chain
 
 
 @pytest.fixture

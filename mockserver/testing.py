@@ -362,8 +362,6 @@ class MockServerHandle:
     def clear_replies(self) -> int:
         return self.running.admin.clear_replies()
 
-    # Assertions over this test's journal; the module-level functions take rows instead.
-
     def assert_requests(self, count: int | None = None, **fields: Any) -> list[Row]:
         """This test's requests whose journal fields equal `fields` (model=..., speed="fast",
         status=200, stream=True, scripted=True, ...): exactly `count` of them, or at least one."""
