@@ -32,6 +32,9 @@ _UNAVAILABLE = ("READONLY", "LOADING", "MASTERDOWN", "NOAUTH", "WRONGPASS")
 REQUEST_STORE_WAIT = 1.0
 # What a request may wait beyond REQUEST_STORE_WAIT in all, so that short waits need no timer.
 UNTIMED_OVERRUN = 0.05
+# Less time than this left counts as none: uvloop's clock and timers are millisecond-granular, so a
+# wait cut off by its timer can measure a hair under what it was given.
+_TIMER_RESOLUTION = 0.001
 
 T = TypeVar("T")
 
@@ -82,7 +85,7 @@ async def within_request_wait(start: Callable[[], Awaitable[T]], *, bounded_by: 
     if wait is None:
         return await start()
     left = wait.limit - wait.spent
-    if left <= 0:
+    if left < _TIMER_RESOLUTION:
         raise RequestWaitSpent(wait.limit)
     loop = asyncio.get_running_loop()
     started = loop.time()
