@@ -3,6 +3,7 @@ store deadline in all, whatever number of store calls it makes, and the 503 says
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import anthropic
 import httpx
 import pytest
 
+from mockserver import redis_client
 from mockserver.redis_client import REQUEST_STORE_WAIT
 from mockserver.server import MockServer
 from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
@@ -84,3 +86,30 @@ def test_a_request_that_needs_no_store_call_is_served_after_one_deadline(
         )
         assert isinstance(message, anthropic.types.Message), message
         assert elapsed < REQUEST_STORE_WAIT + SLACK
+
+
+def test_an_admin_reset_is_not_cut_short_by_the_request_deadline(
+    start_server, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reset deletes page by page; on a large or slow Redis its calls together take longer than a
+    request may wait, and stopping there left limits half cleared and settings and faults not reset."""
+    server = start_server(storage=redis_server.url, key_prefix=unique_key_prefix())
+    admin = httpx.Client(base_url=server.url, timeout=30)
+    assert admin.patch("/_admin/settings", json={"seed": 42}).status_code == 200
+    fault = {"name": "f1", "kind": "http_error", "status": 529, "count": 1}
+    assert admin.post("/_admin/faults", json=fault).status_code == 201
+
+    send = redis_client._Connection.send
+
+    async def slow_send(self: Any, command: bytes) -> Any:  # each store call: a third of the wait
+        await asyncio.sleep(REQUEST_STORE_WAIT / 3)
+        return await send(self, command)
+
+    monkeypatch.setattr(redis_client._Connection, "send", slow_send)
+    elapsed, response = timed(lambda: admin.post("/_admin/reset"))
+    monkeypatch.undo()
+    assert response.status_code == 200, response.text
+    assert elapsed > REQUEST_STORE_WAIT  # it did take longer than a request may wait
+    assert admin.get("/_admin/settings").json()["seed"] == 0
+    assert admin.get("/_admin/faults").json()["data"] == []
+    admin.close()
