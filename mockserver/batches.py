@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mockserver.catalog import Catalog
 from mockserver.errors import APIError, InvalidRequestError, NotFoundError, error_body
+from mockserver.fallbacks import check_fallbacks
 from mockserver.fastmode import route
 from mockserver.ids import batch_id as new_batch_id
 from mockserver.ids import derived_id
@@ -201,6 +202,8 @@ def _processing_error(parsed: MessagesRequest, catalog: Catalog) -> dict[str, st
         tokens = count_input(messages=raw["messages"], system=raw.get("system"), tools=raw.get("tools"))
         check_model_limits(chosen.model, body.max_tokens, tokens, body.model)
         check_tool_choice(parsed)
+        if body.fallbacks is not None:  # as /v1/messages checks them
+            check_fallbacks(body, parsed.caller.betas, chosen.model, catalog)
         check_answerable(raw)
     except APIError as exc:
         return {"type": exc.error_type, "message": exc.message}

@@ -36,11 +36,14 @@ def check_fallbacks(body: MessagesBody, betas: frozenset[str], model: ModelEntry
             '`"default"` or remove `fallbacks`'
         )
     for index, entry in enumerate(body.fallbacks):
-        _check_entry(f"fallbacks.{index}", entry, betas, catalog)
+        _check_entry(f"fallbacks.{index}", entry, body.max_tokens, betas, catalog)
 
 
-def _check_entry(where: str, entry: FallbackEntry, betas: frozenset[str], catalog: Catalog) -> None:
-    """An entry is validated as if the request were made to its model (the SDK's documentation)."""
+def _check_entry(
+    where: str, entry: FallbackEntry, max_tokens: int, betas: frozenset[str], catalog: Catalog
+) -> None:
+    """An entry is validated as if the request were made to its model (the SDK's documentation), with
+    the request's own values for what it does not override (`max_tokens`)."""
     target = catalog.resolve(entry.model)
     if target is None or target.lifecycle == "retired":
         raise InvalidRequestError(f"{where}.model: unknown model {entry.model!r}")
@@ -48,8 +51,10 @@ def _check_entry(where: str, entry: FallbackEntry, betas: frozenset[str], catalo
         route(catalog, entry.model, entry.speed, betas)
     except APIError as exc:  # its message starts with the field it names: "speed: ..."
         raise InvalidRequestError(f"{where}.{exc.message}") from None
-    if entry.max_tokens is not None and entry.max_tokens > target.max_tokens:
+    wanted = max_tokens if entry.max_tokens is None else entry.max_tokens
+    if wanted > target.max_tokens:
+        inherited = "" if entry.max_tokens is not None else " (the request's max_tokens, which it inherits)"
         raise InvalidRequestError(
-            f"{where}.max_tokens: {entry.max_tokens} > {target.max_tokens}, which is the maximum allowed "
+            f"{where}.max_tokens: {wanted}{inherited} > {target.max_tokens}, which is the maximum allowed "
             f"number of output tokens for {entry.model}"
         )

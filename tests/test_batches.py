@@ -259,6 +259,19 @@ def test_catalog_problems_end_the_request_errored(start_server: StartServer) -> 
     assert "max_tokens" in results["huge"].error.error.message
 
 
+def test_fallbacks_are_checked_in_a_batch_as_on_messages(start_server: StartServer) -> None:
+    # Without the server-side-fallback beta /v1/messages answers 400; in a batch that request errors.
+    server, clock = fake_clock_server(start_server)
+    batches = sdk(server).messages.batches
+    created = batches.create(
+        requests=[request("no-beta", model="claude-opus-5", fallbacks=[{"model": "claude-opus-4-8"}])]
+    )
+    clock.advance(10)
+    error = results_by_id(batches, created.id)["no-beta"].error.error
+    assert error.type == "invalid_request_error"
+    assert error.message.startswith("fallbacks: requires the `anthropic-beta: server-side-fallback-")
+
+
 # -- lifecycle ----------------------------------------------------------------------------------
 
 

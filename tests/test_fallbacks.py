@@ -124,3 +124,20 @@ def test_the_catalog_says_which_models_take_an_array(start_server):
     assert refused(client, model="claude-sonnet-4-5", fallbacks=[{"model": "claude-opus-4-8"}]).startswith(
         "fallbacks: model claude-sonnet-4-5 does not support"
     )
+
+
+def test_an_entry_inherits_the_requests_max_tokens_and_is_checked_with_it(client):
+    # claude-haiku-4-5 allows 64,000 output tokens: a chain entry without its own max_tokens would
+    # run with the request's 100,000.
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.beta.messages.create(
+            model="claude-opus-5",
+            max_tokens=100_000,
+            messages=HELLO,
+            betas=[FALLBACK_BETA],
+            fallbacks=[{"model": "claude-haiku-4-5"}],
+            timeout=30,  # a max_tokens this large needs stream=True or an explicit timeout in the SDK
+        )
+    assert caught.value.api_message.startswith(
+        "fallbacks.0.max_tokens: 100000 (the request's max_tokens, which it inherits) > 64000"
+    )
