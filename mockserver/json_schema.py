@@ -73,8 +73,23 @@ def _problem(canonical: bytes) -> str | None:
 
 
 def deeper_than(node: Any, limit: int) -> bool:
-    """Does the JSON value `node` nest more than `limit` levels (a scalar is one)? Iterative: the
-    values it is asked about may be nested too deep for recursion."""
+    """Does the JSON value `node` nest more than `limit` levels (a scalar is one)?
+
+    Asked of every free-form field of every request (a tool input in a tool loop's history can hold
+    thousands of values), so first the cheap question to orjson, in C: can it write `node` inside
+    `_ORJSON_DEPTH - limit + 1` more lists? It writes at most `_ORJSON_DEPTH` levels of containers,
+    so yes means `node`'s containers nest at most `limit - 1` deep and its scalars at most `limit`.
+    Only a no (deep values, or a number orjson cannot write) is walked in Python: iteratively, since
+    it may nest too deep to recurse."""
+    if limit <= _ORJSON_DEPTH:
+        wrapped = node
+        for _ in range(_ORJSON_DEPTH - limit + 1):
+            wrapped = [wrapped]
+        try:
+            orjson.dumps(wrapped)
+            return False
+        except orjson.JSONEncodeError:
+            pass
     stack = [(node, 1)]
     while stack:
         node, depth = stack.pop()
@@ -85,6 +100,10 @@ def deeper_than(node: Any, limit: int) -> bool:
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node)
     return False
+
+
+# The container nesting orjson writes before it gives up ("Recursion limit reached").
+_ORJSON_DEPTH = 254
 
 
 def _keyword_problem(node: Any, where: str) -> str | None:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema.validators import validator_for
 
-from mockserver.json_schema import MAX_TOTAL_SIZE
+from mockserver.json_schema import MAX_TOTAL_SIZE, deeper_than
 from mockserver.tokens import split_tokens
 
 MODEL = "claude-opus-4-7"
@@ -650,3 +650,36 @@ def test_a_stop_sequence_mid_reply_counts_the_text_and_the_sequence(client, serv
     events = sse_events(server, body)
     (delta,) = [data for name, data in events if name == "message_delta"]
     assert delta["usage"]["output_tokens"] == message.usage.output_tokens
+
+
+def reference_depth_check(node: Any, limit: int) -> bool:
+    """The plain definition: a scalar is one level, each container one more."""
+    stack = [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=JSON_VALUES,
+    wrap=st.integers(min_value=0, max_value=140),
+    limit=st.sampled_from([2, 64, 128, 254, 300]),
+)
+def test_the_nesting_check_agrees_with_its_definition(value, wrap, limit):
+    # orjson answers first (C, up to its 254 levels), Python only when orjson says no: same answers,
+    # big integers orjson cannot write included.
+    for _ in range(wrap):
+        value = [value]
+    assert deeper_than(value, limit) == reference_depth_check(value, limit)
