@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -121,7 +122,9 @@ def run_serve(options: argparse.Namespace) -> int:
     # SIGTERM (`docker stop`, `kill`) stops the server as Ctrl+C does, and exits 0 like it: uvicorn
     # re-raises the signal it shut down on once it restores the previous handler, which by default
     # would end the process with status 143; this also covers a SIGTERM before uvicorn is running.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Only the main thread may set a handler; `main` called from another thread serves without it.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None
     try:
         config_file = options.config or os.environ.get(CONFIG_FILE_ENV) or None
         settings = load_settings(config_file=config_file, overrides=_cli_overrides(options))
@@ -134,6 +137,9 @@ def run_serve(options: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    finally:
+        if previous is not None:  # `main` is also a library call: leave the process as it was
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _cli_overrides(options: argparse.Namespace) -> dict[str, Any]:

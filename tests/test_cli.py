@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -343,3 +344,20 @@ def test_admin_help_says_where_url_and_token_come_from():
     help_text = " ".join(ended.stdout.split())
     assert "$MOCKSERVER_URL" in help_text and "$MOCKSERVER_ADMIN__TOKEN" in help_text
     assert "faults" in help_text and "usage" in help_text
+
+
+def test_main_as_a_library_call_leaves_the_signal_handlers_as_they_were(tmp_path: Path):
+    # `main` is also called in-process (tests, wrappers): the SIGTERM handler it installs for serving
+    # is put back, and from a thread other than the main one (where none can be set) it still runs.
+    from mockserver.cli import main
+
+    missing = str(tmp_path / "missing.toml")
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["serve", "--config", missing]) == 2
+    assert signal.getsignal(signal.SIGTERM) is before
+
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(main(["serve", "--config", missing])))
+    thread.start()
+    thread.join(10)
+    assert results == [2]
