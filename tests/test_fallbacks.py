@@ -121,8 +121,8 @@ def test_the_catalog_says_which_models_take_an_array(start_server):
     client = anthropic.Anthropic(api_key="sk-fallbacks", base_url=server.url, max_retries=0)
     message = create(client, model="claude-haiku-4-5", fallbacks=[{"model": "claude-opus-4-8"}])
     assert message.usage.output_tokens > 0
-    assert refused(client, model="claude-sonnet-4-5", fallbacks=[{"model": "claude-opus-4-8"}]).startswith(
-        "fallbacks: model claude-sonnet-4-5 does not support"
+    assert refused(client, model="claude-opus-4-7", fallbacks=[{"model": "claude-opus-4-8"}]).startswith(
+        "fallbacks: model claude-opus-4-7 does not support"
     )
 
 
