@@ -198,3 +198,19 @@ def test_stream_triggers_are_refused_in_a_header_fault(server, trigger):
     (field,) = trigger
     assert caught.value.api_message.startswith(f"{FAULT}: {field}: ")
     assert "/_admin/faults" in caught.value.api_message
+
+
+@pytest.mark.parametrize("retry_count", ["²".encode("latin-1"), b"9" * 5_000, b"-1", b"many"])
+def test_an_unreadable_retry_count_is_the_first_attempt_of_a_header_fault(server, retry_count):
+    # "²" passes str.isdigit and 5,000 digits are beyond int(): both were a 500 with a header fault.
+    headers = {
+        "x-api-key": "sk-curl",
+        "anthropic-version": "2023-06-01",
+        FAULT: '{"status": 529, "count": 1, "kind": "http_error"}',
+        "x-stainless-retry-count": retry_count,
+    }
+    body = {"model": "claude-opus-4-7", "max_tokens": 5, "messages": HELLO}
+    response = httpx.post(f"{server.url}/v1/messages", json=body, headers=headers)
+    assert response.status_code == 529, response.text
+    assert response.json()["error"]["type"] == "overloaded_error"
+    assert server.state.server_errors == []
