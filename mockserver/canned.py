@@ -50,11 +50,7 @@ class CannedReplies:
         like a file that is not UTF-8 TOML, is a ConfigError naming the path."""
         entries: list[CannedReply] = []
         for path in paths:
-            root = Path(path)
-            if not root.exists():
-                raise ConfigError(f"setting 'replies': {path} does not exist")
-            files = sorted(root.glob("*.toml")) if root.is_dir() else [root]
-            for file in files:
+            for file in _files(path):
                 entries.extend(_read(file))
         return cls(tuple(entries))
 
@@ -66,6 +62,17 @@ class CannedReplies:
             if (entry.model is None or entry.model == model) and entry.pattern.search(text):
                 return entry
         return None
+
+
+def _files(path: str) -> list[Path]:
+    """The replies file `path`, or the TOML files in the directory `path`."""
+    root = Path(path)
+    try:
+        if not root.exists():
+            raise ConfigError(f"setting 'replies': {path} does not exist")
+        return sorted(root.glob("*.toml")) if root.is_dir() else [root]
+    except OSError as exc:  # a name too long for the file system, a directory we may not list...
+        raise ConfigError(f"setting 'replies': {path} cannot be read ({exc.strerror})") from None
 
 
 def _read(file: Path) -> list[CannedReply]:

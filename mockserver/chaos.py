@@ -137,10 +137,23 @@ def header_fault(value: str, known: list[Fault], retry_count: str | None) -> Fir
     (n+1)-th, and a fault with `count: N` fires on attempts 0..N-1. A client that sends no retry
     count (curl, another SDK) is always on attempt 0."""
     fault = _from_header(value, known)
-    attempt = int(retry_count) if retry_count is not None and retry_count.isdigit() else 0
+    attempt = attempt_number(retry_count)
     if fault.count is not None and attempt >= fault.count:
         return None
     return Fired(fault, attempt + 1)
+
+
+def attempt_number(retry_count: str | None) -> int:
+    """The attempt an `x-stainless-retry-count` value names; 0 for one that is missing or unreadable.
+
+    ASCII digits only, and few of them: `str.isdigit` also passes "²", which `int` refuses, and
+    `int` of more than 4,300 digits raises; both were 500s. The journal reads it the same way."""
+    if retry_count is None or not (retry_count.isascii() and retry_count.isdigit()):
+        return 0
+    return int(retry_count) if len(retry_count) <= _MAX_RETRY_COUNT_DIGITS else 0
+
+
+_MAX_RETRY_COUNT_DIGITS = 9
 
 
 def _from_header(value: str, known: list[Fault]) -> Fault:

@@ -32,7 +32,9 @@ Kind = Literal[
 
 
 class Fault(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Finite numbers only: "inf" (a string pydantic reads as a float) made a retry-after header of
+    # math.ceil(inf), a 500 on every request the fault hit, and a stored fault reads inf back as null.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     kind: Kind

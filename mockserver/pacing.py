@@ -12,7 +12,8 @@ the tokens after it (no drift). Two rules keep the number of SSE frames sane:
 
 Events carrying no tokens (block start/stop, message_delta, ...) go out with the tokens before
 them; those before the first token go out at once, so a client sees `message_start` immediately
-and then waits the time to first token (with pings every `ping_interval`, if set).
+and then waits the time to first token (with pings every `ping_interval`, if set; a late wake-up
+sends one ping, however many fell due, and pings come at most every millisecond of the clock).
 """
 
 from __future__ import annotations
@@ -133,18 +134,46 @@ def _coalesced(events: Iterable[Event], pace: Pace) -> Iterator[Timed]:
 def _with_pings(items: Iterable[Timed], interval: float) -> Iterator[Timed]:
     # Pings at fixed multiples of the interval from the start, until the stream's last event; one
     # falling due with another event is left out, as that event already shows the stream is alive.
-    if interval <= 0:
-        yield from items
-        return
-    count = 1
-    ping_at = interval
-    for item in items:
-        while ping_at <= item.at:
+    if not 0 < interval < math.inf:
+        return iter(items)
+    return _Pinged(items, max(interval, MIN_PING_INTERVAL))
+
+
+# Keepalives closer together than this (seconds of the clock) keep nothing more alive; the floor
+# keeps a long wait from waking for a ping on every turn of the event loop, and the count of
+# `_Pinged.skip_until` finite.
+MIN_PING_INTERVAL = 0.001
+
+
+class _Pinged:
+    """`items` with the keepalive pings of `_with_pings` between them: an iterator a `Pacer` can tell
+    to skip the pings a late wake-up would drop anyway. Counting them off one by one instead held the
+    event loop for as many pings as had fallen due (a ping_interval of 1e-9 s froze the server), and
+    a wait without end between two pings without end never came back at all."""
+
+    def __init__(self, items: Iterable[Timed], interval: float) -> None:
+        self._items = iter(items)
+        self._interval = interval
+        self._count = 1  # the next ping is due at count * interval: multiplied, not summed (no drift)
+        self._pending: Timed | None = None  # the next item of `items`, once a ping went ahead of it
+
+    def __iter__(self) -> _Pinged:
+        return self
+
+    def __next__(self) -> Timed:
+        item = self._pending or next(self._items)
+        self._pending = None
+        while (ping_at := self._count * self._interval) <= item.at:
+            self._count += 1
             if ping_at < item.at:
-                yield Timed(ping_at, PING_EVENT, keepalive=True)
-            count += 1
-            ping_at = count * interval  # multiplied, not summed: no drift over a long wait
-        yield item
+                self._pending = item
+                return Timed(ping_at, PING_EVENT, keepalive=True)
+        return item
+
+    def skip_until(self, at: float) -> None:
+        """Leave out the pings due by `at` (seconds from the start) that are still to come."""
+        if at > 0:
+            self._count = max(self._count, math.floor(at / self._interval) + 1)
 
 
 class Pacer:
@@ -168,6 +197,8 @@ class Pacer:
         """The next item and every other item due by `now`, merged: one batch, one write."""
         first = self._next
         assert first is not None, "the schedule is exhausted"
+        if isinstance(self._items, _Pinged):  # one ping at most goes out per wake-up: skip the rest
+            self._items.skip_until(now - self._start)
         following = self._next = next(self._items, None)
         if following is None or self._start + following.at > now:
             return [first.event]  # on time: the common case, kept cheap

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mockserver.canned import CannedReplies, CannedReply
 from mockserver.errors import APIError, InvalidRequestError, api_error_for_status
@@ -37,6 +37,12 @@ _USED_PREFIX = "scripted:used:"
 MAX_ENTRIES = 1_000
 _ANY_TEXT = re.compile("")
 _NAMES_A_FIELD = re.compile(r"^[\w.]+: ")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110 5.1)
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# The envelope's own headers: a second copy would contradict them (two content-lengths break the reply).
+_SERVER_HEADERS = frozenset(
+    {"content-length", "content-type", "transfer-encoding", "connection", "request-id"}
+)
 
 
 class ToolUse(BaseModel):
@@ -53,6 +59,20 @@ class ScriptedError(BaseModel):
     type: str | None = None  # error.type; None: the status's own (429 rate_limit_error, ...)
     message: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)  # e.g. retry-after, x-should-retry
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, headers: dict[str, str]) -> dict[str, str]:
+        # Checked when queued: a header that cannot go on the wire was a 500 or a dropped connection
+        # on the request that drew it, long after the test that scripted it had moved on.
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+            if name.lower() in _SERVER_HEADERS:
+                raise ValueError(f"{name!r} is set by the server for every reply")
+            if not _HEADER_VALUE.fullmatch(value):
+                raise ValueError(f"{name}: a header value is printable ASCII, without line breaks")
+        return headers
 
 
 class ScriptEntry(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -110,7 +111,19 @@ class AdminSettings(_Frozen):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         # `MOCKSERVER_ADMIN__TOKEN=` or `token = ""` is a token nobody meant to set, not one that
         # every request without Authorization matches.
-        return value if value is not None and value.strip() else None
+        if value is None or not value.strip():
+            return None
+        if not _SENDABLE_TOKEN.fullmatch(value):
+            # Anything else cannot be sent in a header (a NUL, a line break, an edge space that
+            # HTTP strips, a character no HTTP client encodes alike): set by PATCH, it locked the
+            # admin API until a restart.
+            raise ValueError(
+                "a token is printable ASCII without spaces at either end (it travels in a header)"
+            )
+        return value
+
+
+_SENDABLE_TOKEN = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 
 
 class LogSettings(_Frozen):

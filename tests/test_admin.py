@@ -154,6 +154,20 @@ def test_admin_token_and_disabled_admin(start_server):
     assert httpx.post(f"{off.url}/_admin/reset").json()["error"]["type"] == "not_found_error"
 
 
+@pytest.mark.parametrize("token", ["\x00", "line\nbreak", " edge", "é", "😀"])
+def test_an_admin_token_no_header_can_carry_is_refused(start_server, token):
+    # Accepted, it locked the admin API until a restart: no client could send it.
+    server = start_server()
+    response = httpx.patch(f"{server.url}/_admin/settings", json={"admin": {"token": token}})
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith("invalid settings: setting 'admin.token' from admin API: a token is printable")
+    assert httpx.get(f"{server.url}/_admin/settings").json()["admin"]["token"] is None
+    with AdminClient(server.url, token="with inner spaces ~!") as admin:  # what a header can carry
+        admin.configure(admin={"token": "with inner spaces ~!"})
+        assert admin.settings()["admin"]["token"] == "***"
+
+
 def test_non_loopback_binding_needs_an_admin_token():
     from mockserver.errors import ConfigError
     from mockserver.settings import load_settings

@@ -198,3 +198,37 @@ def test_stream_triggers_are_refused_in_a_header_fault(server, trigger):
     (field,) = trigger
     assert caught.value.api_message.startswith(f"{FAULT}: {field}: ")
     assert "/_admin/faults" in caught.value.api_message
+
+
+@pytest.mark.parametrize("retry_count", ["²".encode("latin-1"), b"9" * 5_000, b"-1", b"many"])
+def test_an_unreadable_retry_count_is_the_first_attempt_of_a_header_fault(server, retry_count):
+    # "²" passes str.isdigit and 5,000 digits are beyond int(): both were a 500 with a header fault.
+    headers = {
+        "x-api-key": "sk-curl",
+        "anthropic-version": "2023-06-01",
+        FAULT: '{"status": 529, "count": 1, "kind": "http_error"}',
+        "x-stainless-retry-count": retry_count,
+    }
+    body = {"model": "claude-opus-4-7", "max_tokens": 5, "messages": HELLO}
+    response = httpx.post(f"{server.url}/v1/messages", json=body, headers=headers)
+    assert response.status_code == 529, response.text
+    assert response.json()["error"]["type"] == "overloaded_error"
+    assert server.state.server_errors == []
+
+
+@pytest.mark.parametrize("field", ["retry_after", "retry_after_ms", "start_at", "end_at"])
+@pytest.mark.parametrize("value", ["inf", "1e400", "-Infinity", "nan"])
+def test_a_fault_number_must_be_finite(server, field, value):
+    # pydantic reads these strings as floats: retry_after "inf" was a 500 on every request it hit.
+    fault = {"kind": "http_error", "status": 529, field: value}
+    response = httpx.post(
+        f"{server.url}/v1/messages",
+        json={"model": "claude-opus-4-7", "max_tokens": 5, "messages": HELLO},
+        headers={"x-api-key": "sk", "anthropic-version": "2023-06-01", FAULT: json.dumps(fault)},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == f"{FAULT}: {field}: Input should be a finite number"
+    created = httpx.post(f"{server.url}/_admin/faults", json={"name": "infinite", **fault})
+    assert created.status_code == 400, created.text
+    assert created.json()["error"]["message"] == f"{field}: Input should be a finite number"
+    assert server.state.server_errors == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import statistics
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -279,3 +280,38 @@ def test_any_pace_and_any_lateness_deliver_the_reply_exactly(reply, token_second
             assert block["text"] == part.thinking and block["signature"] == part.signature
         else:
             assert block["text"] == "".join(part.pieces)
+
+
+# Through a real server: timing settings at their extremes must never take the event loop.
+
+STREAM = {
+    "model": "claude-opus-4-7",
+    "max_tokens": 30,
+    "stream": True,
+    "messages": [{"role": "user", "content": "Hello"}],
+}
+CALLER = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
+
+
+def test_pings_far_closer_than_the_server_can_send_them_cost_one_per_wake_up(start_server):
+    # 1e-9 s pings over a 1 ms wait were counted off one by one: the server stopped answering.
+    server = start_server(timing={"time_scale": 1000.0, "ping_interval": 1e-9})
+    with httpx.Client(base_url=server.url, headers=CALLER, timeout=5) as http:
+        response = http.post("/v1/messages", json=STREAM)
+        assert response.status_code == 200
+        assert response.text.rstrip().endswith('data: {"type":"message_stop"}')
+        assert http.get("/_admin/health").status_code == 200
+    assert server.state.server_errors == []
+
+
+def test_a_wait_without_end_leaves_the_server_serving(start_server):
+    # A time scale so small that every wait and every ping interval is infinite looped for ever
+    # between two pings due at the same infinity.
+    server = start_server(timing={"time_scale": 5e-324})
+    with httpx.Client(base_url=server.url, headers=CALLER, timeout=5) as http:
+        with http.stream("POST", "/v1/messages", json=STREAM) as stream:
+            assert stream.status_code == 200
+            first = next(stream.iter_lines())
+            assert first == "event: message_start"
+            assert http.get("/_admin/health").status_code == 200  # while the stream waits
+    assert server.state.server_errors == []

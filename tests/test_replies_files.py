@@ -60,6 +60,13 @@ def test_a_device_is_refused(start_server):
     assert "/dev/zero: not a regular file" in refused(start_server(), ["/dev/zero"])
 
 
+def test_a_path_the_file_system_refuses_is_a_400_naming_it(start_server, tmp_path: Path):
+    too_long = str(tmp_path / ("a" * 5_000))  # Path.exists raised ENAMETOOLONG: a 500
+    assert refused(start_server(), [too_long]) == (
+        f"setting 'replies': {too_long} cannot be read (File name too long)"
+    )
+
+
 def test_a_binary_file_is_a_400_naming_it(start_server, tmp_path: Path):
     binary = tmp_path / "replies.toml"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 10)

@@ -21,6 +21,10 @@ def running(start_server):
     client.close()
 
 
+def scripted_429(headers):
+    return {"error": {"status": 429, "headers": headers}}
+
+
 def ask(client):
     return client.messages.create(model="claude-opus-4-7", max_tokens=20, messages=HELLO)
 
@@ -58,6 +62,12 @@ def test_an_empty_script_costs_no_store_call_per_request(running, monkeypatch):
         ({"text": "a", "error": {"status": 500}}, "a scripted error cannot also carry text"),
         ({"error": {"status": 200}}, "error.status: Input should be greater than or equal to 400"),
         ({"error": {"status": 429, "headers": {"retry-after": 1}}}, "error.headers.retry-after: Input"),
+        (scripted_429({"retry-after": "😀"}), "error.headers: retry-after: a header value is printable"),
+        (scripted_429({"x-a": "1\r\nx-b: 2"}), "error.headers: x-a: a header value is printable ASCII"),
+        (scripted_429({"bad name": "1"}), "error.headers: 'bad name' is not an HTTP header name"),
+        (scripted_429({"é": "1"}), "error.headers: 'é' is not an HTTP header name"),
+        (scripted_429({"Content-Length": "5"}), "error.headers: 'Content-Length' is set by the server"),
+        (scripted_429({"request-id": "x"}), "error.headers: 'request-id' is set by the server"),
         ({"text": "a", "speed": "slow"}, "speed: Input should be 'standard' or 'fast'"),
         ({"text": "a", "times": -1}, "times: Input should be greater than or equal to 0"),
         ({"tool_use": {"input": {}}}, "tool_use.name: Field required"),
@@ -86,3 +96,13 @@ def test_the_routes_need_the_admin_token(start_server):
         [entry] = admin.add_replies({"text": "a", "times": 0})
         assert entry["id"].startswith("scripted_") and entry["remaining"] is None
         assert admin.clear_replies() == 1
+
+
+def test_a_scripted_header_is_sent_as_given(running):
+    server, admin, client = running
+    admin.add_replies({"error": {"status": 429, "headers": {"Retry-After": "7", "x-note": "a\tb c"}}})
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        ask(client)
+    assert caught.value.response.headers["retry-after"] == "7"
+    assert caught.value.response.headers["x-note"] == "a\tb c"
+    assert server.state.server_errors == []
