@@ -19,6 +19,7 @@ import string
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from random import Random
+
 # CPython's own regex parser, private since 3.11 (`sre_parse` before): the regex-to-string libraries
 # (rstr's xeger, exrex) sit on it too, and hypothesis's from_regex is test tooling. Opcodes are
 # matched by name and every value is validated against the schema anyway, so a change in a later

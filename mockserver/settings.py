@@ -33,7 +33,9 @@ MiB = 1024 * 1024
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Numbers are finite: `inf` has no JSON spelling to reach worker processes or the admin API, and
+    # an infinite duration or price is a mistake, not a setting.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ModelEntry(_Frozen):

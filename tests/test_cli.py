@@ -176,12 +176,14 @@ def test_an_unreachable_store_ends_the_command_before_listening():
 
 @pytest.mark.redis
 def test_settings_that_cannot_reach_the_workers_end_the_command_before_listening(redis_server):
-    # JSON has no infinity: the parent would pass the workers `null`, which every worker would refuse.
+    # JSON has no infinity: the parent would pass the workers `null`, which every worker would refuse;
+    # the settings refuse it first, naming it.
     env = redis_env(redis_server, MOCKSERVER_TIMING__TIME_SCALE="Infinity")
     ended = run_to_the_end(SERVE, env=env)
     assert ended.status == 2 and ended.stdout == ""
-    assert "the settings cannot be passed to worker processes" in ended.stderr
-    assert "timing.time_scale" in ended.stderr
+    named = "setting 'timing.time_scale' from environment variable MOCKSERVER_TIMING__TIME_SCALE"
+    assert named in ended.stderr
+    assert "finite number" in ended.stderr
 
 
 @pytest.mark.redis

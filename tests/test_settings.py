@@ -209,3 +209,13 @@ def test_cli_refuses_to_listen_beyond_loopback_with_an_empty_admin_token():
     command = [sys.executable, "-m", "mockserver", "serve", "--host", "0.0.0.0", "--port", "0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
     assert result.returncode == 2 and "admin API needs a token" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
+def test_settings_numbers_are_finite(value):
+    # `inf` cannot be written as JSON for worker processes or the admin API, and no duration or price
+    # is infinite on purpose.
+    with pytest.raises(ConfigError, match=r"setting 'timing.time_scale' from environment variable .*finite"):
+        load_settings(environ={"MOCKSERVER_TIMING__TIME_SCALE": value})
+    with pytest.raises(ConfigError, match=r"setting 'pricing.fast_multiplier' .*finite"):
+        load_settings(overrides={"pricing": {"fast_multiplier": float(value)}})
