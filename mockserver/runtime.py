@@ -32,6 +32,7 @@ from mockserver.metrics import Metrics
 from mockserver.organizations import Organization, organization_for
 from mockserver.redis_client import REQUEST_STORE_WAIT, RequestWaitSpent, not_a_request, within_request_wait
 from mockserver.replies import Planner
+from mockserver.scripted import ScriptBook
 from mockserver.settings import Settings
 from mockserver.state import StateStore, state_store_from_uri
 from mockserver.usage import UsageLedger
@@ -125,6 +126,7 @@ class ServerState:
         self.cache = PromptCache(self.store)
         self.usage = UsageLedger(self.store)
         self.faults = FaultBook(self.store)
+        self.script = ScriptBook()  # this worker's copy of the scripted replies (scripted.py)
         self.metrics = Metrics()
         # Unexpected exceptions, for embedding tests (`RunningServer.take_errors`): the newest few
         # and how many there were, noted on the server's thread and read from the test's.

@@ -18,9 +18,8 @@ import http
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
-from weakref import WeakKeyDictionary
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -28,9 +27,12 @@ from mockserver.canned import CannedReplies, CannedReply
 from mockserver.errors import APIError, InvalidRequestError, api_error_for_status
 from mockserver.fastmode import Route
 from mockserver.journal import RequestRecord
-from mockserver.runtime import Runtime, ServerState
 from mockserver.state import StateStore
 from mockserver.validation import describe
+
+if TYPE_CHECKING:
+    # The state owns this module's ScriptBook: imported for annotations only.
+    from mockserver.runtime import Runtime, ServerState
 
 ENTRIES_KEY = "scripted:entries"
 _USED_PREFIX = "scripted:used:"
@@ -145,65 +147,62 @@ def _reason(status: int) -> str:
 # The request path.
 
 
-@dataclass(slots=True)
-class _Book:
-    """What one worker knows of the script: the entries not known to be used up, read at `generation`
-    (of the admin changes, `ServerState.generation`)."""
+class ScriptBook:
+    """What one worker knows of the script (`ServerState.script`): the entries not known to be used
+    up, read at `generation` (of the admin changes, `ServerState.generation`)."""
 
-    generation: str | None
-    entries: list[Scripted] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.generation: str | None = None
+        self.entries: list[Scripted] = []
+        self._read = False  # no entry is known before the first read
 
+    def may_apply(self, state: ServerState) -> bool:
+        """Whether a request must look at the script; False (no store call) while it is empty and no
+        admin change came since this worker last read it."""
+        return not self._read or self.generation != state.generation or bool(self.entries)
 
-_BOOKS: WeakKeyDictionary[ServerState, _Book] = WeakKeyDictionary()
+    async def apply(
+        self,
+        state: ServerState,
+        runtime: Runtime,
+        raw: Mapping[str, Any],
+        chosen: Route,
+        record: RequestRecord,
+    ) -> Runtime:
+        """The runtime to answer this request with: `runtime`, or one whose planner says the scripted
+        reply. Raises the scripted error (before rate limits: nothing is charged for it)."""
+        if not self._read or self.generation != state.generation:
+            await self._read_entries(state)
+        taken = await self._claim(state.store, raw, chosen)
+        if taken is None:
+            return runtime
+        record.scripted = True
+        if taken.entry.error is not None:
+            raise taken.api_error()
+        return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((taken.canned,))))
 
+    async def _read_entries(self, state: ServerState) -> None:
+        generation = state.generation  # first: a change landing during the read makes the next request look
+        rows = await state.store.items(ENTRIES_KEY)
+        used = await state.store.get_many([_used_key(row["id"]) for row in rows]) if rows else []
+        live = [
+            Scripted.from_row(row) for row, count in zip(rows, used, strict=True) if _left(row, count) != 0
+        ]
+        self.generation, self.entries, self._read = generation, live, True
 
-def may_apply(state: ServerState) -> bool:
-    """Whether a request must look at the script; False (no store call) while it is empty and no
-    admin change came since this worker last read it."""
-    book = _BOOKS.get(state)
-    return book is None or book.generation != state.generation or bool(book.entries)
-
-
-async def apply(
-    state: ServerState, runtime: Runtime, raw: Mapping[str, Any], chosen: Route, record: RequestRecord
-) -> Runtime:
-    """The runtime to answer this request with: `runtime`, or one whose planner says the scripted reply.
-
-    Raises the scripted error (before rate limits: nothing is charged for it)."""
-    book = _BOOKS.get(state)
-    if book is None or book.generation != state.generation:
-        book = await _read(state)
-    taken = await _claim(state.store, book, raw, chosen)
-    if taken is None:
-        return runtime
-    record.scripted = True
-    if taken.entry.error is not None:
-        raise taken.api_error()
-    return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((taken.canned,))))
-
-
-async def _read(state: ServerState) -> _Book:
-    generation = state.generation  # first: a change landing during the read makes the next request look
-    rows = await state.store.items(ENTRIES_KEY)
-    used = await state.store.get_many([_used_key(row["id"]) for row in rows]) if rows else []
-    live = [Scripted.from_row(row) for row, count in zip(rows, used, strict=True) if _left(row, count) != 0]
-    book = _BOOKS[state] = _Book(generation, live)
-    return book
-
-
-async def _claim(store: StateStore, book: _Book, raw: Mapping[str, Any], chosen: Route) -> Scripted | None:
-    """The first matching entry with a use left, that use taken atomically (another request, on this
-    worker or another, may take the same entry's last use first: then the next one is tried)."""
-    for scripted in list(book.entries):
-        if not scripted.matches(raw, chosen):
-            continue
-        used = await store.incr(_used_key(scripted.id))
-        times = scripted.entry.times
-        if times and used >= times and scripted in book.entries:
-            book.entries.remove(scripted)  # used up: later requests here skip it without a store call
-        if not times or used <= times:
-            return scripted
-    return None
+    async def _claim(self, store: StateStore, raw: Mapping[str, Any], chosen: Route) -> Scripted | None:
+        """The first matching entry with a use left, that use taken atomically (another request, on this
+        worker or another, may take the same entry's last use first: then the next one is tried)."""
+        for scripted in list(self.entries):
+            if not scripted.matches(raw, chosen):
+                continue
+            used = await store.incr(_used_key(scripted.id))
+            times = scripted.entry.times
+            if times and used >= times and scripted in self.entries:
+                self.entries.remove(scripted)  # used up: later requests here skip it without a store call
+            if not times or used <= times:
+                return scripted
+        return None
 
 
 def _used_key(entry_id: str) -> str:

@@ -8,7 +8,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from mockserver import scripted
 from mockserver.admission import Ticket, admit, current_headers, settle
 from mockserver.cache import CacheOutcome, PromptCache
 from mockserver.catalog import model_class
@@ -70,8 +69,8 @@ async def create_message(request: Request) -> Response:
     check_tool_choice(parsed)
     if body.fallbacks is not None:
         check_fallbacks(body, caller.betas, chosen.model, runtime.catalog)
-    if scripted.may_apply(state):  # a test scripted replies (or this worker has not looked)
-        runtime = await scripted.apply(state, runtime, raw, chosen, record)
+    if state.script.may_apply(state):  # a test scripted replies (or this worker has not looked)
+        runtime = await state.script.apply(state, runtime, raw, chosen, record)
     settings = runtime.settings
     header = raw_header(request.scope, _FAULT_HEADER) if settings.chaos.header_faults else None
     fired = None
