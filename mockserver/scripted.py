@@ -7,9 +7,11 @@ counter: on a shared store each use goes to exactly one request, whichever worke
 reply goes through the planner's canned path, so usage, max_tokens, streaming and fast/standard
 pacing are those of any reply; an error is the API's envelope for its status.
 
-Each worker keeps the entries it last read and reads them again only after an admin change: every
-change (this module's included) publishes a new generation, which each worker picks up. So while
-nothing is scripted a request pays one comparison and no store call.
+Each worker keeps the entries it last read (`ScriptBook`, `ServerState.script`) and reads them again
+only after a change: this module publishes its changes under a token of their own
+(`ServerState.announce_script_change`), which every worker picks up with the admin generation, in the
+same read, without rebuilding its runtime; any other admin change (a reset) makes it read them again
+too. So while nothing is scripted a request pays one comparison and no store call.
 """
 
 from __future__ import annotations
@@ -149,17 +151,19 @@ def _reason(status: int) -> str:
 
 class ScriptBook:
     """What one worker knows of the script (`ServerState.script`): the entries not known to be used
-    up, read at `generation` (of the admin changes, `ServerState.generation`)."""
+    up, as read at a `ServerState.script_version`."""
 
     def __init__(self) -> None:
-        self.generation: str | None = None
         self.entries: list[Scripted] = []
-        self._read = False  # no entry is known before the first read
+        self._read_at: tuple[str | None, str | None] | None = None  # None: not read yet
+        # The script version at which nothing was left to serve here: until the version changes, a
+        # request need not look (None: never read, or something is left).
+        self._idle_at: tuple[str | None, str | None] | None = None
 
     def may_apply(self, state: ServerState) -> bool:
-        """Whether a request must look at the script; False (no store call) while it is empty and no
-        admin change came since this worker last read it."""
-        return not self._read or self.generation != state.generation or bool(self.entries)
+        """Whether a request must look at the script; False (one comparison, no store call) while
+        this worker knows it to be empty and no change came since."""
+        return self._idle_at != state.script_version
 
     async def apply(
         self,
@@ -171,9 +175,11 @@ class ScriptBook:
     ) -> Runtime:
         """The runtime to answer this request with: `runtime`, or one whose planner says the scripted
         reply. Raises the scripted error (before rate limits: nothing is charged for it)."""
-        if not self._read or self.generation != state.generation:
+        if self._read_at != state.script_version:
             await self._read_entries(state)
         taken = await self._claim(state.store, raw, chosen)
+        if not self.entries:
+            self._idle_at = self._read_at
         if taken is None:
             return runtime
         record.scripted = True
@@ -182,13 +188,13 @@ class ScriptBook:
         return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((taken.canned,))))
 
     async def _read_entries(self, state: ServerState) -> None:
-        generation = state.generation  # first: a change landing during the read makes the next request look
+        version = state.script_version  # first: a change landing during the read makes the next request look
         rows = await state.store.items(ENTRIES_KEY)
         used = await state.store.get_many([_used_key(row["id"]) for row in rows]) if rows else []
         live = [
             Scripted.from_row(row) for row, count in zip(rows, used, strict=True) if _left(row, count) != 0
         ]
-        self.generation, self.entries, self._read = generation, live, True
+        self.entries, self._read_at, self._idle_at = live, version, None
 
     async def _claim(self, store: StateStore, raw: Mapping[str, Any], chosen: Route) -> Scripted | None:
         """The first matching entry with a use left, that use taken atomically (another request, on this
@@ -279,4 +285,4 @@ def _shown(row: Mapping[str, Any], used: Any) -> dict[str, Any]:
 
 async def _publish(state: ServerState) -> None:
     # Every worker (this one at once, the others before the admin call answers) reads the script again.
-    await state.announce_change()
+    await state.announce_script_change()

@@ -7,8 +7,11 @@ import httpx
 import pytest
 
 from mockserver.admin_client import AdminClient
+from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
 
 HELLO = [{"role": "user", "content": "Hello"}]
+
+redis_server = redis_server_fixture(scope="module")
 
 
 @pytest.fixture
@@ -86,3 +89,28 @@ def test_the_routes_need_the_admin_token(start_server):
         [entry] = admin.add_replies({"text": "a", "times": 0})
         assert entry["id"].startswith("scripted_") and entry["remaining"] is None
         assert admin.clear_replies() == 1
+
+
+@pytest.mark.redis
+def test_a_script_change_is_seen_by_every_worker_without_rebuilding_its_runtime(
+    start_server, redis_server: RedisServer
+):
+    # Two servers on one Redis and key prefix are two workers of one mockserver.
+    shared = {"storage": redis_server.url, "key_prefix": unique_key_prefix()}
+    first, second = start_server(**shared), start_server(**shared)
+    clients = [anthropic.Anthropic(api_key="sk-test", base_url=s.url, max_retries=0) for s in (first, second)]
+    with AdminClient(first.url) as admin:
+        admin.configure(seed=3)  # a stored patch: a rebuild would make a new runtime from it
+        ask(clients[1])  # the second worker has read the (empty) script
+        runtimes = first.state.runtime, second.state.runtime
+        admin.add_replies({"text": "Scripted on the first."}, {"text": "Then on the second."})
+        assert ask(clients[0]).content[0].text == "Scripted on the first."
+        assert ask(clients[1]).content[0].text == "Then on the second."  # seen as soon as the call answered
+        assert admin.clear_replies() == 2
+        # The same objects: no worker rebuilt its runtime (re-validated settings, re-read replies files).
+        assert (first.state.runtime is runtimes[0], second.state.runtime is runtimes[1]) == (True, True)
+        admin.configure(seed=5)  # a settings change still rebuilds every worker's runtime
+        ask(clients[1])
+        assert second.state.runtime.settings.seed == 5
+    for client in clients:
+        client.close()
