@@ -7,6 +7,16 @@ counter: on a shared store each use goes to exactly one request, whichever worke
 reply goes through the planner's canned path, so usage, max_tokens, streaming and fast/standard
 pacing are those of any reply; an error is the API's envelope for its status.
 
+An entry is used up only by the requests it answers. The use is claimed where the script is looked at,
+after routing and before faults and rate limits: a scripted error is sent there (nothing is charged
+for it), and a scripted reply's plan is what admission charges. A reply whose request then fails
+before its response starts (a fault, a 429, a reset) gives the use back (a DECR), and only a
+response that goes out marks the journal row `scripted`. A claim over the limit (another request
+took the last use first) is taken back the same way, so the counter holds the uses given. Whenever
+taking one back leaves a use free, every worker reads the script again: one may have counted the
+entry as used up. Claiming late instead (after admission) would plan before knowing whether the
+reply is this request's, and a lost race would leave a planned and charged reply to undo.
+
 Each worker keeps the entries it last read (`ScriptBook`, `ServerState.script`) and reads them again
 only after a change: this module publishes its changes under a token of their own
 (`ServerState.announce_script_change`), which every worker picks up with the admin generation, in the
@@ -17,24 +27,27 @@ too. So while nothing is scripted a request pays one comparison and no store cal
 from __future__ import annotations
 
 import http
+import logging
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mockserver.canned import CannedReplies, CannedReply
-from mockserver.errors import APIError, InvalidRequestError, api_error_for_status
+from mockserver.errors import APIError, InvalidRequestError, StoreUnavailable, api_error_for_status
 from mockserver.fastmode import Route
 from mockserver.journal import RequestRecord
-from mockserver.state import StateStore
 from mockserver.validation import describe
 
 if TYPE_CHECKING:
     # The state owns this module's ScriptBook: imported for annotations only.
     from mockserver.runtime import Runtime, ServerState
+
+log = logging.getLogger("mockserver")
+_Response = TypeVar("_Response")
 
 ENTRIES_KEY = "scripted:entries"
 _USED_PREFIX = "scripted:used:"
@@ -122,6 +135,10 @@ class Scripted:
             return CannedReplies((self.canned,)).match(raw.get("messages") or (), chosen.model.id) is not None
         return True
 
+    def answering(self, runtime: Runtime) -> Runtime:
+        """`runtime` with a planner that says this reply."""
+        return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((self.canned,))))
+
     def api_error(self) -> APIError:
         scripted = self.entry.error
         assert scripted is not None
@@ -165,27 +182,36 @@ class ScriptBook:
         this worker knows it to be empty and no change came since."""
         return self._idle_at != state.script_version
 
-    async def apply(
+    async def answer(
         self,
         state: ServerState,
         runtime: Runtime,
         raw: Mapping[str, Any],
         chosen: Route,
         record: RequestRecord,
-    ) -> Runtime:
-        """The runtime to answer this request with: `runtime`, or one whose planner says the scripted
-        reply. Raises the scripted error (before rate limits: nothing is charged for it)."""
+        respond: Callable[[Runtime], Awaitable[_Response]],
+    ) -> _Response:
+        """This request's response: the scripted error, or `respond` (the rest of the request path)
+        with `runtime`, or with one whose planner says the scripted reply. A scripted error is raised
+        before faults and rate limits (nothing is charged for it); a reply whose `respond` raises (a
+        fault, a 429) gives its use back for the next request."""
         if self._read_at != state.script_version:
             await self._read_entries(state)
-        taken = await self._claim(state.store, raw, chosen)
+        taken = await self._claim(state, raw, chosen)
         if not self.entries:
             self._idle_at = self._read_at
         if taken is None:
-            return runtime
-        record.scripted = True
+            return await respond(runtime)
         if taken.entry.error is not None:
+            record.scripted = True
             raise taken.api_error()
-        return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((taken.canned,))))
+        try:
+            response = await respond(taken.answering(runtime))
+        except Exception:
+            await self._give_back(state, taken)
+            raise
+        record.scripted = True
+        return response
 
     async def _read_entries(self, state: ServerState) -> None:
         version = state.script_version  # first: a change landing during the read makes the next request look
@@ -196,19 +222,41 @@ class ScriptBook:
         ]
         self.entries, self._read_at, self._idle_at = live, version, None
 
-    async def _claim(self, store: StateStore, raw: Mapping[str, Any], chosen: Route) -> Scripted | None:
+    async def _claim(self, state: ServerState, raw: Mapping[str, Any], chosen: Route) -> Scripted | None:
         """The first matching entry with a use left, that use taken atomically (another request, on this
         worker or another, may take the same entry's last use first: then the next one is tried)."""
         for scripted in list(self.entries):
             if not scripted.matches(raw, chosen):
                 continue
-            used = await store.incr(_used_key(scripted.id))
+            used = await state.store.incr(_used_key(scripted.id))
             times = scripted.entry.times
-            if times and used >= times and scripted in self.entries:
-                self.entries.remove(scripted)  # used up: later requests here skip it without a store call
             if not times or used <= times:
+                if used == times:
+                    self._spend(scripted)
                 return scripted
+            await self._uncount(state, scripted)  # the last use went to another request first
         return None
+
+    async def _give_back(self, state: ServerState, scripted: Scripted) -> None:
+        try:
+            await self._uncount(state, scripted)
+        except StoreUnavailable as exc:  # the request's own error is the one to report
+            log.warning("scripted reply %s: its use could not be given back: %s", scripted.id, exc)
+
+    async def _uncount(self, state: ServerState, scripted: Scripted) -> None:
+        """Take back a use counted for a request that does not get it (one that failed, or one over the
+        limit). Every worker looks again when that leaves a use free: a worker may have counted the
+        entry as used up, and when one over the limit finds a use free, a use was given back since."""
+        used = await state.store.incr(_used_key(scripted.id), -1)
+        times = scripted.entry.times
+        if times and used < times:
+            await state.announce_script_change()
+        elif times:
+            self._spend(scripted)
+
+    def _spend(self, scripted: Scripted) -> None:
+        if scripted in self.entries:
+            self.entries.remove(scripted)  # used up: later requests here skip it without a store call
 
 
 def _used_key(entry_id: str) -> str:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
+import time
+
 import anthropic
 import httpx
 import pytest
 
 from mockserver.admin_client import AdminClient
+from mockserver.clock import FakeClock
 from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
 
 HELLO = [{"role": "user", "content": "Hello"}]
+FAULT = "x-mockserver-fault"
 
 redis_server = redis_server_fixture(scope="module")
 
@@ -114,3 +120,85 @@ def test_a_script_change_is_seen_by_every_worker_without_rebuilding_its_runtime(
         assert second.state.runtime.settings.seed == 5
     for client in clients:
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [({"kind": "http_error", "status": 529}, 529), ({"kind": "reset"}, 0)],  # 0: the connection was reset
+)
+def test_a_reply_refused_by_a_fault_waits_for_the_retry(running, fault, status):
+    server, admin, _ = running
+    admin.add_replies({"text": "Scripted, on the retry."})
+    header = json.dumps({**fault, "count": 1})  # attempt 0 only
+    with anthropic.Anthropic(api_key="sk-test", base_url=server.url, max_retries=1) as client:
+        message = client.messages.create(
+            model="claude-opus-4-7", max_tokens=20, messages=HELLO, extra_headers={FAULT: header}
+        )
+    assert message.content[0].text == "Scripted, on the retry."
+    rows = admin.requests()
+    assert [(row["status"], row["fault"], row["scripted"]) for row in rows] == [
+        (status, "request-header", False),
+        (200, None, True),
+    ]
+    [entry] = admin.replies()
+    assert (entry["used"], entry["remaining"]) == (1, 0)
+
+
+def test_a_reply_refused_by_rate_limits_is_not_used_up(start_server):
+    clock = FakeClock()
+    # Unpaced: a JSON reply would otherwise wait on the fake clock for its modelled generation time.
+    timing = {"time_scale": 1000.0, "pace_non_streaming": False}
+    server = start_server(clock=clock, limits={"requests_per_minute": 1}, timing=timing)
+    with (
+        AdminClient(server.url) as admin,
+        anthropic.Anthropic(api_key="sk-test", base_url=server.url, max_retries=0) as client,
+    ):
+        ask(client)  # the minute's only request
+        admin.add_replies({"text": "Scripted, once admitted."})
+        with pytest.raises(anthropic.RateLimitError):
+            ask(client)
+        [entry] = admin.replies()
+        assert (entry["used"], entry["remaining"]) == (0, 1)
+        assert admin.requests()[-1]["scripted"] is False  # a 429 of the limits, not the script's answer
+        clock.advance(60)
+        assert ask(client).content[0].text == "Scripted, once admitted."
+        assert [row["scripted"] for row in admin.requests()] == [False, False, True]
+        [entry] = admin.replies()
+        assert (entry["used"], entry["remaining"]) == (1, 0)
+
+
+@pytest.mark.redis
+def test_a_use_given_back_on_one_worker_is_served_by_another_that_saw_it_used_up(
+    start_server, redis_server: RedisServer
+):
+    """Worker 1's request takes the entry's only use and waits (a latency fault); worker 2's request,
+    over the limit, counts it as used up; worker 1's request is then refused by its rate limit and
+    gives the use back: worker 2 serves it to its next request."""
+    clock = FakeClock()
+    shared = {
+        "storage": redis_server.url,
+        "key_prefix": unique_key_prefix(),
+        "timing": {"time_scale": 1000.0, "pace_non_streaming": False},
+        "organizations": {"slow": {"keys": ["sk-slow"], "requests_per_minute": 1}},
+    }
+    first, second = start_server(clock=clock, **shared), start_server(clock=clock, **shared)
+    slow = anthropic.Anthropic(api_key="sk-slow", base_url=first.url, max_retries=0)
+    other = anthropic.Anthropic(api_key="sk-other", base_url=second.url, max_retries=0)
+    latency = json.dumps({"kind": "latency", "latency_seconds": 5})
+    with AdminClient(first.url) as admin, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        ask(slow)  # the slow organisation's only request this minute
+        ask(other)  # the second worker has read the (empty) script
+        admin.add_replies({"text": "Scripted."})
+        refused = pool.submit(ask, slow.with_options(default_headers={FAULT: latency}))
+        while clock.pending_sleepers == 0:  # it holds the use, asleep in its fault
+            time.sleep(0.001)
+        assert ask(other).content[0].text != "Scripted."  # none left here: counted as used up
+        clock.advance(5)
+        with pytest.raises(anthropic.RateLimitError):
+            refused.result(timeout=10)
+        assert ask(other).content[0].text == "Scripted."
+        [entry] = admin.replies()
+        assert (entry["used"], entry["remaining"]) == (1, 0)
+        assert [row["scripted"] for row in admin.requests()] == [False, False, False, False, True]
+    slow.close()
+    other.close()
