@@ -26,7 +26,6 @@ too. So while nothing is scripted a request pays one comparison and no store cal
 
 from __future__ import annotations
 
-import http
 import logging
 import re
 import uuid
@@ -37,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mockserver.canned import CannedReplies, CannedReply
-from mockserver.errors import APIError, InvalidRequestError, StoreUnavailable, api_error_for_status
+from mockserver.chaos import injected_error
+from mockserver.errors import APIError, InvalidRequestError, StoreUnavailable
 from mockserver.fastmode import Route
 from mockserver.journal import RequestRecord
 from mockserver.validation import describe
@@ -66,10 +66,12 @@ class ToolUse(BaseModel):
 class ScriptedError(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # As a fault of kind http_error sends it (chaos.injected_error), with the same defaults.
     status: int = Field(ge=400, le=599)
     type: str | None = None  # error.type; None: the status's own (429 rate_limit_error, ...)
     message: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)  # e.g. retry-after, x-should-retry
+    retry_after: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # seconds
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. retry-after-ms, x-should-retry
 
 
 class ScriptEntry(BaseModel):
@@ -139,28 +141,22 @@ class Scripted:
         """`runtime` with a planner that says this reply."""
         return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((self.canned,))))
 
-    def api_error(self) -> APIError:
+    def api_error(self, rate_limit_headers: Mapping[str, str] | None) -> APIError:
         scripted = self.entry.error
         assert scripted is not None
-        message = scripted.message or f"{_reason(scripted.status)} (scripted by the test)"
-        error = api_error_for_status(scripted.status, message, headers=scripted.headers)
-        if scripted.type is not None:
-            error.error_type = scripted.type  # type: ignore[misc]
-        return error
+        return injected_error(
+            scripted.status,
+            error_type=scripted.type,
+            message=scripted.message,
+            retry_after=scripted.retry_after,
+            rate_limit_headers=rate_limit_headers,
+            headers=scripted.headers,
+        )
 
 
 def _offered_tools(raw: Mapping[str, Any]) -> set[str]:
     # As the planner's canned path: it calls only client tools, which have an input_schema.
     return {tool["name"] for tool in raw.get("tools") or () if "input_schema" in tool}
-
-
-def _reason(status: int) -> str:
-    if status == 529:
-        return "Overloaded"
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
 
 
 # The request path.
@@ -190,11 +186,13 @@ class ScriptBook:
         chosen: Route,
         record: RequestRecord,
         respond: Callable[[Runtime], Awaitable[_Response]],
+        rate_limits: Callable[[], Awaitable[Mapping[str, str]]],
     ) -> _Response:
         """This request's response: the scripted error, or `respond` (the rest of the request path)
         with `runtime`, or with one whose planner says the scripted reply. A scripted error is raised
-        before faults and rate limits (nothing is charged for it); a reply whose `respond` raises (a
-        fault, a 429) gives its use back for the next request."""
+        before faults and rate limits (nothing is charged for it; a 429 carries the caller's
+        `rate_limits` headers, as a fault's does); a reply whose `respond` raises (a fault, a 429)
+        gives its use back for the next request."""
         if self._read_at != state.script_version:
             await self._read_entries(state)
         taken = await self._claim(state, raw, chosen)
@@ -202,9 +200,10 @@ class ScriptBook:
             self._idle_at = self._read_at
         if taken is None:
             return await respond(runtime)
-        if taken.entry.error is not None:
+        error = taken.entry.error
+        if error is not None:
             record.scripted = True
-            raise taken.api_error()
+            raise taken.api_error(await rate_limits() if error.status == 429 else None)
         try:
             response = await respond(taken.answering(runtime))
         except Exception:

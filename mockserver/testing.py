@@ -306,6 +306,7 @@ class MockServerHandle:
         error: int | None = None,
         message: str | None = None,
         error_type: str | None = None,
+        retry_after: float | None = None,
         headers: Mapping[str, str] | None = None,
         model: str | None = None,
         speed: str | None = None,
@@ -316,7 +317,8 @@ class MockServerHandle:
 
         `reply("Hello")`; `reply(tool_use={"name": "get_weather", "input": {"city": "Paris"}})` (only
         for requests that offer the tool; a bare name generates the input from its schema);
-        `reply(error=529)`, `reply(error=429, headers={"retry-after": "1"})`. Only requests matching
+        `reply(error=529)`, `reply(error=429, retry_after=1)` (sent as a fault's error is: a 429 with
+        the caller's rate-limit headers; `headers=` adds or replaces headers). Only requests matching
         `model`, `speed` and `contains` (in the last user message) take it, `times` of them (None:
         every one until cleared). Usage, streaming and pacing are those of any reply.
         """
@@ -327,6 +329,7 @@ class MockServerHandle:
             error=error,
             message=message,
             error_type=error_type,
+            retry_after=retry_after,
             headers=headers,
             model=model,
             speed=speed,
@@ -499,6 +502,7 @@ def scripted_entry(
     error: int | None = None,
     message: str | None = None,
     error_type: str | None = None,
+    retry_after: float | None = None,
     headers: Mapping[str, str] | None = None,
     model: str | None = None,
     speed: str | None = None,
@@ -506,11 +510,14 @@ def scripted_entry(
     times: int | None = 1,
 ) -> dict[str, Any]:
     """`MockServerHandle.reply`'s arguments as the entry `POST /_admin/replies` takes."""
-    if error is None and (message, error_type, headers) != (None, None, None):
-        raise ValueError("message=, error_type= and headers= describe an error: give error=<status> too")
+    described = {"type": error_type, "message": message, "retry_after": retry_after, "headers": headers}
+    if error is None and any(value is not None for value in described.values()):
+        raise ValueError(
+            "message=, error_type=, retry_after= and headers= describe an error: give error=<status> too"
+        )
     entry: dict[str, Any] = {"times": times}
     if error is not None:
-        described = {"status": error, "type": error_type, "message": message, "headers": headers}
+        described["status"] = error
         entry["error"] = {key: value for key, value in described.items() if value is not None}
     if tool_use is not None:
         entry["tool_use"] = {"name": tool_use} if isinstance(tool_use, str) else dict(tool_use)

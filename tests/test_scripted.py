@@ -12,6 +12,7 @@ import pytest
 
 from mockserver.admin_client import AdminClient
 from mockserver.clock import FakeClock
+from mockserver.testing import assert_retries_respect_retry_after
 from tests.support.redis_server import RedisServer, redis_server_fixture, unique_key_prefix
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -202,3 +203,56 @@ def test_a_use_given_back_on_one_worker_is_served_by_another_that_saw_it_used_up
         assert [row["scripted"] for row in admin.requests()] == [False, False, False, False, True]
     slow.close()
     other.close()
+
+
+@pytest.mark.parametrize("speed", ["standard", "fast"])
+def test_a_scripted_429_goes_out_as_a_fault_429_does(start_server, speed):
+    """One error model: the same status line, envelope and headers (the caller's rate-limit headers,
+    anthropic-fast-* at fast speed), whichever of the two asked for it."""
+    server = start_server(clock=FakeClock())  # both read the buckets at the same instant
+    body = {"model": "claude-opus-4-7", "max_tokens": 20, "messages": HELLO}
+    headers = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
+    if speed == "fast":
+        body["speed"] = "fast"
+        headers["anthropic-beta"] = "fast-mode-2026-02-01"
+    error = {
+        "status": 429,
+        "type": "rate_limit_error",
+        "message": "Slow down",
+        "headers": {"retry-after": "2"},
+    }
+    fault = {"kind": "http_error", "status": 429, "error_type": "rate_limit_error", "message": "Slow down"}
+    with AdminClient(server.url) as admin, httpx.Client(base_url=server.url) as http:
+        admin.add_replies({"error": error})
+        scripted = http.post("/v1/messages", json=body, headers=headers)
+        fault_header = json.dumps({**fault, "retry_after": 2})
+        injected = http.post("/v1/messages", json=body, headers={**headers, FAULT: fault_header})
+        rows = admin.requests()
+    assert scripted.status_code == injected.status_code == 429
+    assert (
+        scripted.json()["error"]
+        == injected.json()["error"]
+        == {"type": "rate_limit_error", "message": "Slow down"}
+    )
+
+    def wire(response: httpx.Response) -> dict[str, str]:
+        return {k: v for k, v in response.headers.items() if k not in ("request-id", "date")}
+
+    assert wire(scripted) == wire(injected)
+    assert scripted.headers["retry-after"] == "2"
+    family = "anthropic-fast-" if speed == "fast" else "anthropic-ratelimit-"
+    assert f"{family}output-tokens-remaining" in scripted.headers
+    assert [(row["scripted"], row["fault"], row["retry_after"]) for row in rows] == [
+        (True, None, 2.0),
+        (False, "request-header", 2.0),
+    ]
+
+
+def test_retries_after_a_scripted_429_respect_its_retry_after(start_server):
+    server = start_server()
+    with AdminClient(server.url) as admin:
+        admin.add_replies({"error": {"status": 429, "retry_after": 1}}, {"text": "After the wait."})
+        with anthropic.Anthropic(api_key="sk-test", base_url=server.url, max_retries=1) as client:
+            assert ask(client).content[0].text == "After the wait."
+        [retry] = assert_retries_respect_retry_after(admin.requests())
+        assert retry.retry_after == 1.0 and retry.waited >= 1.0

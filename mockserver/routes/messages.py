@@ -72,7 +72,8 @@ async def create_message(request: Request) -> Response:
         check_fallbacks(body, caller.betas, chosen.model, runtime.catalog)
     if state.script.may_apply(state):  # a test scripted replies (or this worker has not looked)
         respond = functools.partial(_respond, request, state, record, parsed, org, chosen, input_tokens)
-        return await state.script.answer(state, runtime, raw, chosen, record, respond)
+        limits = functools.partial(current_headers, state, org, chosen.speed, model_class(chosen.model))
+        return await state.script.answer(state, runtime, raw, chosen, record, respond, limits)
     return await _respond(request, state, record, parsed, org, chosen, input_tokens, runtime)
 
 
