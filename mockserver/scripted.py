@@ -31,9 +31,17 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from mockserver.canned import CannedReplies, CannedReply
 from mockserver.chaos import injected_error
@@ -53,7 +61,6 @@ ENTRIES_KEY = "scripted:entries"
 _USED_PREFIX = "scripted:used:"
 MAX_ENTRIES = 1_000
 _ANY_TEXT = re.compile("")
-_NAMES_A_FIELD = re.compile(r"^[\w.]+: ")
 
 
 class ToolUse(BaseModel):
@@ -61,6 +68,35 @@ class ToolUse(BaseModel):
 
     name: str = Field(min_length=1)
     input: dict[str, Any] | None = None  # None: generated from the tool's input_schema
+
+
+def _header_name(name: str) -> str:
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError("not a valid header name: letters, digits and !#$%&'*+-.^_`|~ only")
+    if name.lower() in _SERVERS_HEADERS:
+        raise ValueError("set by the server, not by a scripted error")
+    return name.lower()  # as it goes on the wire, and one spelling for the defaults it replaces
+
+
+def _header_value(value: str) -> str:
+    if not _HEADER_VALUE.fullmatch(value):
+        raise ValueError(
+            "not a valid header value: visible Latin-1 characters, spaces and tabs between them "
+            "(no CR, LF or other control characters, no leading or trailing whitespace)"
+        )
+    return value
+
+
+# RFC 9110: a name is a token; a value is visible characters (obs-text included: Latin-1 on the
+# wire) with spaces and tabs inside. Anything else breaks the response or the connection.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+# The framing and identity of the response: a second copy would corrupt it.
+_SERVERS_HEADERS = frozenset(
+    {"content-length", "content-type", "transfer-encoding", "connection", "request-id"}
+)
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
 
 
 class ScriptedError(BaseModel):
@@ -71,7 +107,7 @@ class ScriptedError(BaseModel):
     type: str | None = None  # error.type; None: the status's own (429 rate_limit_error, ...)
     message: str | None = None
     retry_after: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # seconds
-    headers: dict[str, str] = Field(default_factory=dict)  # e.g. retry-after-ms, x-should-retry
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)  # e.g. retry-after-ms
 
 
 class ScriptEntry(BaseModel):
@@ -273,24 +309,29 @@ def _left(row: Mapping[str, Any], used: Any) -> int | None:
 def parse_entries(data: Mapping[str, Any]) -> list[ScriptEntry]:
     """One entry, or `{"replies": [...]}` for several in order; errors name the field."""
     if "replies" not in data:
-        return [_parse(data, "")]
+        return [_parse(data, None)]
     listed = data["replies"]
     if set(data) != {"replies"}:
         extra = sorted(set(data) - {"replies"})[0]
         raise InvalidRequestError(f"{extra}: give either one reply or {{'replies': [...]}}, not both")
     if not isinstance(listed, list) or not listed:
         raise InvalidRequestError("replies: expected a non-empty list of replies")
-    return [_parse(item, f"replies.{i}.") for i, item in enumerate(listed)]
+    return [_parse(item, f"replies.{i}") for i, item in enumerate(listed)]
 
 
-def _parse(data: Any, where: str) -> ScriptEntry:
+# An entry validated under the name of where it stands, so that errors start with it: "replies.2.text:
+# ..." for a field, "replies.2: ..." for the entry as a whole.
+_AT = TypeAdapter(dict[str, ScriptEntry])
+
+
+def _parse(data: Any, where: str | None) -> ScriptEntry:
     try:
-        return ScriptEntry.model_validate(data)
+        return (
+            ScriptEntry.model_validate(data) if where is None else _AT.validate_python({where: data})[where]
+        )
     except ValidationError as exc:
-        message = describe(exc)
-    if where:  # "replies.2.text: ..." for a field, "replies.2: ..." for the entry as a whole
-        message = where + message if _NAMES_A_FIELD.match(message) else f"{where[:-1]}: {message}"
-    raise InvalidRequestError(message)
+        # A bad header name is located at the name itself, not at pydantic's "[key]" below it.
+        raise InvalidRequestError(describe(exc).replace(".[key]: ", ": ", 1)) from None
 
 
 async def add(state: ServerState, entries: Sequence[ScriptEntry]) -> list[dict[str, Any]]:

@@ -75,6 +75,29 @@ def test_an_empty_script_costs_no_store_call_per_request(running, monkeypatch):
         ({"replies": []}, "replies: expected a non-empty list of replies"),
         ({"replies": [{"text": "a"}, "b"]}, "replies.1: Input should be a valid dictionary"),
         ({"replies": [{"text": "a"}], "text": "b"}, "text: give either one reply or {'replies': [...]}"),
+        # Headers are checked before they are queued: a bad one dropped the connection, or was a 500.
+        (
+            {"error": {"status": 503, "headers": {"retry-after": "a\r\nx-injected: 1"}}},
+            "error.headers.retry-after: not a valid header value: visible Latin-1 characters",
+        ),
+        (
+            {"replies": [{"error": {"status": 503, "headers": {"retry-after": "é☃"}}}]},
+            "replies.0.error.headers.retry-after: not a valid header value",
+        ),
+        ({"error": {"status": 503, "headers": {"x-note": " padded"}}}, "error.headers.x-note: not a valid"),
+        (
+            {"error": {"status": 503, "headers": {"x note": "a"}}},
+            "error.headers.x note: not a valid header name: letters, digits and",
+        ),
+        ({"error": {"status": 503, "headers": {"": "a"}}}, "error.headers.: not a valid header name"),
+        (
+            {"error": {"status": 503, "headers": {"Content-Length": "5"}}},
+            "error.headers.Content-Length: set by the server",
+        ),
+        (
+            {"error": {"status": 429, "retry_after": "inf"}},
+            "error.retry_after: Input should be a finite number",
+        ),
     ],
 )
 def test_a_bad_entry_is_a_400_naming_the_field_and_queues_nothing(running, body, words):
@@ -256,3 +279,52 @@ def test_retries_after_a_scripted_429_respect_its_retry_after(start_server):
             assert ask(client).content[0].text == "After the wait."
         [retry] = assert_retries_respect_retry_after(admin.requests())
         assert retry.retry_after == 1.0 and retry.waited >= 1.0
+
+
+def test_a_scripted_header_goes_out_as_given_in_latin_1(running):
+    server, admin, _ = running
+    admin.add_replies({"error": {"status": 503, "headers": {"X-Note": "café\tau lait", "retry-after": "3"}}})
+    with httpx.Client(base_url=server.url) as http:
+        body = {"model": "claude-opus-4-7", "max_tokens": 20, "messages": HELLO}
+        response = http.post(
+            "/v1/messages", json=body, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}
+        )
+    assert response.status_code == 503
+    assert response.headers["x-note"] == "café\tau lait" and response.headers.get_list("retry-after") == ["3"]
+    assert not server.state.server_errors
+
+
+@pytest.mark.parametrize("field", ["retry_after", "retry_after_ms"])
+def test_a_fault_header_with_an_infinite_wait_is_a_400(running, field):
+    server, _, client = running
+    fault = json.dumps({"kind": "http_error", "status": 429, field: "inf"})
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
+            model="claude-opus-4-7", max_tokens=20, messages=HELLO, extra_headers={FAULT: fault}
+        )
+    assert (
+        caught.value.body["error"]["message"]
+        == f"x-mockserver-fault: {field}: Input should be a finite number"
+    )
+    assert not server.state.server_errors
+
+
+def test_fault_text_fields_reach_the_body_only(running):
+    _, _, client = running
+    fault = {
+        "kind": "http_error",
+        "status": 529,
+        "message": "a\r\nx-injected: 1",
+        "error_type": "b\r\nx-other: 2",
+    }
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        client.messages.create(
+            model="claude-opus-4-7", max_tokens=20, messages=HELLO, extra_headers={FAULT: json.dumps(fault)}
+        )
+    response = caught.value.response
+    assert (
+        response.status_code == 529
+        and "x-injected" not in response.headers
+        and "x-other" not in response.headers
+    )
+    assert response.json()["error"] == {"type": "b\r\nx-other: 2", "message": "a\r\nx-injected: 1"}
