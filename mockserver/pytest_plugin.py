@@ -474,7 +474,8 @@ def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def anthropic_client(mockserver: MockServerHandle) -> anthropic.Anthropic:
-    """`anthropic.Anthropic` for this test's server: api_key "test", max_retries 2 (the SDK default)."""
+    """`anthropic.Anthropic` for this test's server: `mockserver.api_key()` ("test" unless the server
+    sets `api_keys`), max_retries 2 (the SDK default)."""
     return _with_sdk(mockserver.anthropic_client)
 
 
@@ -487,10 +488,8 @@ def async_anthropic_client(mockserver: MockServerHandle) -> anthropic.AsyncAnthr
 @pytest.fixture
 def mockserver_env(mockserver: MockServerHandle, monkeypatch: pytest.MonkeyPatch) -> MockServerHandle:
     """Point code that builds its own client at this test's server through ANTHROPIC_* variables."""
-    from mockserver.testing import TEST_API_KEY
-
     monkeypatch.setenv("ANTHROPIC_BASE_URL", mockserver.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_API_KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", mockserver.api_key())
     # The SDK would also send a bearer token from the environment; the test's key is the one wanted.
     monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
     return mockserver

@@ -281,8 +281,14 @@ class MockServerHandle:
     def clear_requests(self) -> None:
         self.running.admin.clear_requests()
 
+    def api_key(self) -> str:
+        """The key this handle's clients send: the first of the server's `api_keys` when its live
+        settings name any (it then refuses every other key, which a test may check), else "test"."""
+        keys = self.settings.get("api_keys") or ()
+        return str(keys[0]) if keys else TEST_API_KEY
+
     def anthropic_client(self, **options: Any) -> anthropic.Anthropic:
-        """An SDK client for this server (api_key "test", the SDK's 2 retries); closed at teardown."""
+        """An SDK client for this server (`api_key()`, the SDK's 2 retries); closed at teardown."""
         client = import_sdk().Anthropic(**{**self._client_options(), **options})
         self._clients.append(client)
         return client
@@ -293,7 +299,7 @@ class MockServerHandle:
         return import_sdk().AsyncAnthropic(**{**self._client_options(), **options})
 
     def _client_options(self) -> dict[str, Any]:
-        return {"api_key": TEST_API_KEY, "base_url": self.url, "max_retries": SDK_MAX_RETRIES}
+        return {"api_key": self.api_key(), "base_url": self.url, "max_retries": SDK_MAX_RETRIES}
 
     # Scripted replies: what the next matching POST /v1/messages gets, queued after those before.
 
