@@ -380,11 +380,19 @@ class MockServerHandle:
         """The JSON bodies of this test's POST /v1/messages requests, oldest first (the plugin's
         servers record them; filters as `requests`)."""
         rows = self.requests(path="/v1/messages", **filters)
-        if any(row.get("body") is None for row in rows) and not self.settings["journal"]["record_bodies"]:
-            raise AssertionError(
-                "this server does not record request bodies; "
-                'turn it on with mockserver.configure(journal={"record_bodies": True})'
-            )
+        if any(row.get("body") is None for row in rows):
+            journal = self.settings["journal"]
+            if journal.get("zero_data_retention"):
+                raise AssertionError(
+                    "this server's journal keeps zero data retention (journal.zero_data_retention), "
+                    "which hides request bodies; assert on other journal fields, or turn it off for "
+                    'this test: mockserver.configure(journal={"zero_data_retention": False})'
+                )
+            if not journal["record_bodies"]:
+                raise AssertionError(
+                    "this server does not record request bodies; "
+                    'turn it on with mockserver.configure(journal={"record_bodies": True})'
+                )
         return [row["body"] for row in rows]
 
     # Assertions over this test's journal; the module-level functions take rows instead.

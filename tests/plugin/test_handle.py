@@ -32,3 +32,17 @@ def test_with_api_keys_the_environment_names_the_first_one(mockserver_env):
 def test_without_api_keys_the_clients_send_test(anthropic_client):
     assert anthropic_client.api_key == "test"
     assert ask(anthropic_client).content
+
+
+@pytest.mark.mockserver(journal={"zero_data_retention": True})
+def test_request_bodies_under_zero_data_retention_say_why_there_are_none(mockserver, anthropic_client):
+    ask(anthropic_client)
+    with pytest.raises(AssertionError, match=r"zero data retention .* hides request bodies"):
+        mockserver.request_bodies()
+
+
+def test_request_bodies_when_not_recorded_say_how_to_record_them(mockserver, anthropic_client):
+    mockserver.configure(journal={"record_bodies": False})
+    ask(anthropic_client)
+    with pytest.raises(AssertionError, match="does not record request bodies"):
+        mockserver.request_bodies()
