@@ -9,7 +9,6 @@ what HTTP cannot do: advancing a fake clock, reading the exceptions a server swa
 from __future__ import annotations
 
 import json
-import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
@@ -22,6 +21,7 @@ import httpx
 from mockserver.admin_client import AdminClient, AdminError
 from mockserver.catalog import FAST_MODE_BETA
 from mockserver.clock import Clock, FakeClock
+from mockserver.clock_driver import ClockDriver
 from mockserver.server import MockServer
 from mockserver.settings import Settings
 
@@ -115,89 +115,6 @@ def connect(url: str, *, token: str | None = None, timeout: float = 10.0) -> Run
                 admin.close()
                 raise RuntimeError(f"no mockserver answered at {url} within {timeout} s: {exc}") from None
         time.sleep(0.1)
-
-
-FAKE_CLOCK_STALL_SECONDS = 2.0  # real seconds a server may wait on a fake clock nobody advances
-
-
-class FakeClockStalled(Exception):
-    """Requests waited on a test server's fake clock that the test never advanced."""
-
-
-class ClockDriver:
-    """Watches a test server's `FakeClock` from a thread of its own, and moves it when asked to.
-
-    "Every request asleep" is when the clock has at least as many sleepers as the server has requests
-    in flight (a sleeper is counted only once what its request wrote is on the socket). Then, with
-    `auto` on, the clock jumps to the next deadline; with it off, the server is stalled, and after
-    `stall_after` real seconds of that without the test moving the clock, the stall is noted (the
-    test fails with it) and auto-advance takes over so that the test ends instead of hanging.
-    """
-
-    # How often the clock is looked at: often while requests wait on it (each step of a stream is one
-    # jump), seldom while none do (a thread waking for nothing still takes the GIL from the server).
-    BUSY_POLL_SECONDS = 0.0005
-    IDLE_POLL_SECONDS = 0.005
-
-    def __init__(
-        self, running: RunningServer, *, auto: bool, stall_after: float = FAKE_CLOCK_STALL_SECONDS
-    ) -> None:
-        clock, server = running.clock, running.server
-        if clock is None or server is None:
-            raise ValueError("a ClockDriver drives the FakeClock of an in-process server")
-        self.clock: FakeClock = clock
-        self.server: MockServer = server
-        self.url = running.url
-        self.auto = auto
-        self.stall_after = stall_after
-        self.stalls: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"fake clock of {self.url}", daemon=True)
-
-    def start(self) -> ClockDriver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def take_stalls(self) -> list[str]:
-        stalls, self.stalls = self.stalls, []
-        return stalls
-
-    def _run(self) -> None:
-        stalled_since: float | None = None  # real time since when every request waits, at `stalled_at`
-        stalled_at = 0.0  # the clock's time then: a test that moves the clock is driving it
-        poll = self.IDLE_POLL_SECONDS
-        while not self._stop.wait(poll):
-            sleepers, in_flight = self.clock.pending_sleepers, self.server.requests_in_flight
-            poll = self.BUSY_POLL_SECONDS if sleepers or in_flight else self.IDLE_POLL_SECONDS
-            if not sleepers or in_flight > sleepers:
-                stalled_since = None  # nothing waits, or something is still running
-                continue
-            deadline = self.clock.next_deadline()
-            if self.auto:
-                if deadline is not None:
-                    self.clock.set(deadline)
-                continue
-            now = self.clock.now()
-            if stalled_since is None or now != stalled_at:
-                stalled_since, stalled_at = time.monotonic(), now
-            elif time.monotonic() - stalled_since >= self.stall_after:
-                self.stalls.append(self._stall_message(sleepers, now, deadline))
-                self.auto = True
-
-    def _stall_message(self, sleepers: int, now: float, deadline: float | None) -> str:
-        ahead = "" if deadline is None else f"; the next deadline is {deadline - now:.3g} s ahead"
-        return (
-            f"mockserver at {self.url}: {sleepers} request(s) waited {self.stall_after:g} s on the "
-            f"server's fake clock, which the test did not advance (it stood at {now:.3f}{ahead}). "
-            "Advance it in the test (mockserver.clock.advance(seconds), or "
-            "mockserver.clock.set(mockserver.clock.next_deadline())), or let it move to each deadline by "
-            'itself: @pytest.mark.mockserver(fake_clock="auto") or mockserver.auto_advance(). It was '
-            "advanced automatically from then on, so that the test could end."
-        )
 
 
 class MockServerHandle:
