@@ -100,34 +100,62 @@ def http_error_status(fault: Fault) -> int:
 def http_error(fault: Fault, now: float, rate_limit_headers: Mapping[str, str] | None = None) -> APIError:
     """The error response a fault of kind http_error or fast_outage sends; `rate_limit_headers` are
     the caller's current rate-limit headers, which a 429 carries."""
-    headers: dict[str, str] = {}
     retry_after = fault.retry_after
     if fault.kind == "fast_outage" and retry_after is None:
         # Until the window ends, but never more than a minute: SDK2 sleeps any retry-after it gets,
         # and a client with default retries must not hang for the length of a long window.
         remaining = fault.end_at - now if fault.end_at is not None else 1.0
         retry_after = min(MAX_OUTAGE_RETRY_AFTER, max(1.0, remaining))
-    if retry_after is not None:
-        headers["retry-after"] = str(math.ceil(retry_after))
-    if fault.retry_after_ms is not None:
-        headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
-    if fault.should_retry is not None:
-        headers["x-should-retry"] = "true" if fault.should_retry else "false"
-    if rate_limit_headers:
-        headers.update(rate_limit_headers)
-    if fault.kind == "fast_outage":
-        message = fault.message or (
+    outage = fault.kind == "fast_outage"
+    message = fault.message
+    if outage and not message:
+        message = (
             "Fast mode is temporarily unavailable (capacity). Retry later or send the request without "
             'speed="fast".'
         )
-        return RateLimitError(message, headers=headers, limit="fast mode capacity")
-    status = fault.status
-    error = api_error_for_status(
-        status, fault.message or _DEFAULT_MESSAGES.get(status, "Injected fault"), headers=headers
+    return injected_error(
+        http_error_status(fault),
+        error_type=None if outage else fault.error_type,
+        message=message,
+        retry_after=retry_after,
+        retry_after_ms=fault.retry_after_ms,
+        should_retry=fault.should_retry,
+        rate_limit_headers=rate_limit_headers,
+        limit="fast mode capacity" if outage else None,
     )
-    if fault.error_type is not None:
-        error.error_type = fault.error_type  # type: ignore[misc]
-    return error
+
+
+def injected_error(
+    status: int,
+    *,
+    error_type: str | None = None,
+    message: str | None = None,
+    retry_after: float | None = None,
+    retry_after_ms: float | None = None,
+    should_retry: bool | None = None,
+    rate_limit_headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    limit: str | None = None,
+) -> APIError:
+    """An error sent because a fault or a test's script asked for it, one way for both: the status's
+    own error type and a message per status unless given, `retry-after` (whole seconds, rounded up),
+    `retry-after-ms` and `x-should-retry` when given, the caller's `rate_limit_headers` (a 429 carries
+    them), then `headers` as given. `limit` names the exhausted limit of a 429."""
+    sent: dict[str, str] = {}
+    if retry_after is not None:
+        sent["retry-after"] = str(math.ceil(retry_after))
+    if retry_after_ms is not None:
+        sent["retry-after-ms"] = f"{retry_after_ms:g}"
+    if should_retry is not None:
+        sent["x-should-retry"] = "true" if should_retry else "false"
+    if rate_limit_headers:
+        sent.update(rate_limit_headers)
+    if headers:
+        sent.update(headers)
+    text = message or _DEFAULT_MESSAGES.get(status, "Injected fault")
+    if status == 429:
+        return RateLimitError(text, headers=sent, error_type=error_type, limit=limit)
+    return api_error_for_status(status, text, headers=sent, error_type=error_type)
 
 
 def header_fault(value: str, known: list[Fault], retry_count: str | None) -> Fired | None:

@@ -47,6 +47,9 @@ class FakeClock:
         self._lock = threading.Lock()
         self._order = itertools.count()
         self._sleepers: list[tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        # For a thread that drives the clock (testing's ClockDriver): told of each sleeper counted.
+        self._counted = 0
+        self._sleeper_counted = threading.Condition(self._lock)
 
     def now(self) -> float:
         with self._lock:
@@ -71,6 +74,18 @@ class FakeClock:
     def pending_sleepers(self) -> int:
         with self._lock:
             return len(self._sleepers)
+
+    def wait_for_sleeper(self, seen: int, timeout: float) -> int:
+        """Block until a sleeper has been counted beyond the first `seen`, `timeout` seconds pass or
+        `wake_waiters` is called; returns how many sleepers have been counted so far."""
+        with self._sleeper_counted:
+            if self._counted == seen:
+                self._sleeper_counted.wait(timeout)
+            return self._counted
+
+    def wake_waiters(self) -> None:
+        with self._sleeper_counted:
+            self._sleeper_counted.notify_all()
 
     def next_deadline(self) -> float | None:
         with self._lock:
@@ -105,6 +120,8 @@ class FakeClock:
                 return
             if deadline > self._now:
                 heapq.heappush(self._sleepers, (deadline, next(self._order), loop, future))
+                self._counted += 1
+                self._sleeper_counted.notify_all()
                 return
         future.set_result(None)  # the clock passed the deadline before this pass
 

@@ -25,7 +25,7 @@ invalid_request_error for the 4xx statuses that have no type of their own (refer
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 
 class MockServerError(Exception):
@@ -41,8 +41,9 @@ class StoreUnavailable(MockServerError):
 
 
 class APIError(MockServerError):
-    status: ClassVar[int] = 500
-    error_type: ClassVar[str] = "api_error"
+    # Each class's own; an instance may say otherwise (an injected 502, a test's own error type).
+    status: int = 500
+    error_type: str = "api_error"
 
     def __init__(
         self,
@@ -51,13 +52,16 @@ class APIError(MockServerError):
         headers: Mapping[str, str] | None = None,
         details: Mapping[str, Any] | None = None,
         status: int | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = dict(headers or {})
         self.details = dict(details) if details else None
         if status is not None:
-            self.status = status  # type: ignore[misc]
+            self.status = status
+        if error_type is not None:
+            self.error_type = error_type
 
     def body(self, request_id: str | None) -> dict[str, Any]:
         return error_body(self.error_type, self.message, request_id, self.details)

@@ -54,8 +54,9 @@ class Fault(BaseModel):
     status: int = Field(default=529, ge=400, le=599)
     error_type: str | None = None
     message: str | None = None
-    retry_after: float | None = Field(default=None, ge=0)
-    retry_after_ms: float | None = Field(default=None, ge=0)
+    # Sent as headers: finite (math.ceil of infinity was a 500, "inf" a header no client reads).
+    retry_after: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    retry_after_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     should_retry: bool | None = None
     latency_seconds: float = Field(default=1.0, ge=0, le=3600)
     latency_distribution: Literal["fixed", "uniform", "exponential"] = "fixed"

@@ -23,8 +23,9 @@ import pytest
 if TYPE_CHECKING:
     import anthropic
 
+    from mockserver.clock_driver import ClockDriver
     from mockserver.settings import Layer, Settings
-    from mockserver.testing import ClockDriver, MockServerHandle, RunningServer
+    from mockserver.testing import MockServerHandle, RunningServer
 
 MARKER = "mockserver"
 # Settings a running server cannot change (they pick its socket, its store, or lock the plugin out
@@ -42,6 +43,7 @@ _PLUGIN = pytest.StashKey["_Plugin"]()
 _SERVERS = pytest.StashKey[list["RunningServer"]]()
 _CLOCK_DRIVERS = pytest.StashKey[list["ClockDriver"]]()
 AUTO = "auto"  # fake_clock="auto": the clock moves to the next deadline whenever every request waits
+_STALL_DEFAULT = object()  # fake_clock_stall not given: the ClockDriver's default
 
 OPTIONS = {
     # name: (help, metavar)
@@ -73,7 +75,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}(**settings): settings for this test's mockserver, e.g. limits={{...}}, seed=3 "
         "(the closest marker wins); fake_clock=True gives the test a server of its own on a FakeClock "
-        '(advanced by the test), fake_clock="auto" one that moves to the next deadline by itself',
+        '(advanced by the test), fake_clock="auto" one that moves to the next deadline by itself; '
+        "fake_clock_stall=<seconds or None> how long requests may wait on a clock the test does not "
+        "advance before the test fails (default 2)",
     )
     options = _read_options(config)
     shared = _shared_servers_problem(options.urls, _xdist_workers(config))
@@ -134,7 +138,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         raise server_errors_failure([e for _, errs in found for e in errs], running.url)
     stalls = _clock_stalls(item)
     if stalls:
-        from mockserver.testing import FakeClockStalled
+        from mockserver.clock_driver import FakeClockStalled
 
         raise FakeClockStalled("\n".join(stalls))
     return result
@@ -315,21 +319,30 @@ def _failing_as_one_line(make: Callable[[], _T], expected: type[Exception]) -> _
 
 
 class ServerFactory:
-    """The `mockserver_factory` fixture: `factory(fake_clock=False, **settings)` starts one more server."""
+    """The `mockserver_factory` fixture: `factory(fake_clock=False, fake_clock_stall=2, **settings)`
+    starts one more server."""
 
     def __init__(self, plugin: _Plugin, node: pytest.Item) -> None:
         self._plugin = plugin
         self._node = node
         self._started: list[tuple[MockServerHandle, RunningServer]] = []
 
-    def __call__(self, *, fake_clock: bool | str = False, **settings: Any) -> MockServerHandle:
+    def __call__(
+        self, *, fake_clock: bool | str = False, fake_clock_stall: Any = _STALL_DEFAULT, **settings: Any
+    ) -> MockServerHandle:
         origin = "mockserver_factory(...)"
-        return self.start(settings, fake_clock=_fake_clock_mode(fake_clock, origin), origin=origin)
+        mode = _fake_clock_mode(fake_clock, origin)
+        stall = _stall_seconds(fake_clock_stall, mode, origin)
+        return self.start(settings, fake_clock=mode, stall=stall, origin=origin)
 
-    def start(self, settings: Mapping[str, Any], *, fake_clock: bool | str, origin: str) -> MockServerHandle:
+    def start(
+        self, settings: Mapping[str, Any], *, fake_clock: bool | str, stall: Any, origin: str
+    ) -> MockServerHandle:
+        """`stall`: the fake clock's stall time in seconds, None (never) or _STALL_DEFAULT."""
         from mockserver.clock import FakeClock
+        from mockserver.clock_driver import ClockDriver
         from mockserver.settings import Layer, build_settings
-        from mockserver.testing import ClockDriver, MockServerHandle, start_server
+        from mockserver.testing import MockServerHandle, start_server
 
         layers = self._plugin.boot_layers()
         if fake_clock:
@@ -342,9 +355,11 @@ class ServerFactory:
         )
         handle = MockServerHandle(running)
         self._started.append((handle, running))
-        if fake_clock:
+        clock, server = running.clock, running.server
+        if clock is not None and server is not None:
             # Moves the clock (auto), or fails the test fast when requests wait on it in vain.
-            handle.clock_driver = ClockDriver(running, auto=fake_clock == AUTO).start()
+            options = {} if stall is _STALL_DEFAULT else {"stall_after": stall}
+            handle.clock_driver = ClockDriver(clock, server, auto=fake_clock == AUTO, **options).start()
             self._node.stash.setdefault(_CLOCK_DRIVERS, []).append(handle.clock_driver)
         handle.reset()  # only to mark where this test's journal starts
         _track(self._node, running)
@@ -353,9 +368,14 @@ class ServerFactory:
     def stop_all(self) -> None:
         for handle, running in reversed(self._started):
             handle.close()
-            if handle.clock_driver is not None:
-                handle.clock_driver.stop()
+            driver = handle.clock_driver
+            if driver is not None:
+                # A stream still asleep on the clock (its client is not the plugin's) would hold the
+                # server's shutdown for its 5 s of grace: the clock runs it to its end instead.
+                driver.release()
             running.stop()
+            if driver is not None:
+                driver.stop()
         self._started.clear()
 
 
@@ -400,7 +420,7 @@ def mockserver(request: pytest.FixtureRequest) -> Iterator[MockServerHandle]:
     """This test's server: reset, with the closest `@pytest.mark.mockserver(...)` settings applied."""
     plugin = request.config.stash[_PLUGIN]
     origin = f"@pytest.mark.{MARKER} on {request.node.nodeid}"
-    settings, fake_clock = _marker_settings(request.node, origin)
+    settings, fake_clock, stall = _marker_settings(request.node, origin)
     dedicated = sorted(DEDICATED_KEYS & set(settings))
     if fake_clock or dedicated:
         url = plugin.external_url
@@ -413,7 +433,7 @@ def mockserver(request: pytest.FixtureRequest) -> Iterator[MockServerHandle]:
                 pytrace=False,
             )
         factory: ServerFactory = request.getfixturevalue("mockserver_factory")
-        yield _or_fail(lambda: factory.start(settings, fake_clock=fake_clock, origin=origin))
+        yield _or_fail(lambda: factory.start(settings, fake_clock=fake_clock, stall=stall, origin=origin))
         return
     running: RunningServer = request.getfixturevalue("mockserver_session")
     handle = _or_fail(lambda: _session_handle(plugin, running, settings, origin))
@@ -446,19 +466,35 @@ def _session_handle(
     return handle
 
 
-def _marker_settings(node: pytest.Item, origin: str) -> tuple[dict[str, Any], bool | str]:
+def _marker_settings(node: pytest.Item, origin: str) -> tuple[dict[str, Any], bool | str, Any]:
+    """The marker's settings, its fake_clock mode and its fake_clock_stall."""
     marker = node.get_closest_marker(MARKER)
     if marker is None:
-        return {}, False
+        return {}, False, _STALL_DEFAULT
     if marker.args:
         pytest.fail(f"{origin}: takes settings as keyword arguments, e.g. seed=3", pytrace=False)
     settings = dict(marker.kwargs)
-    return settings, _fake_clock_mode(settings.pop("fake_clock", False), origin)
+    mode = _fake_clock_mode(settings.pop("fake_clock", False), origin)
+    return settings, mode, _stall_seconds(settings.pop("fake_clock_stall", _STALL_DEFAULT), mode, origin)
 
 
 def _fake_clock_mode(value: Any, origin: str) -> bool | str:
     if not isinstance(value, bool) and value != AUTO:
         pytest.fail(f'{origin}: fake_clock must be True, False or "auto", got {value!r}', pytrace=False)
+    return value
+
+
+def _stall_seconds(value: Any, fake_clock: bool | str, origin: str) -> Any:
+    if value is _STALL_DEFAULT:
+        return value
+    if not fake_clock:
+        pytest.fail(f'{origin}: fake_clock_stall needs fake_clock=True or "auto"', pytrace=False)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if value is not None and not (number and 0 < value < float("inf")):
+        pytest.fail(
+            f"{origin}: fake_clock_stall must be a number of seconds above 0, or None (never), got {value!r}",
+            pytrace=False,
+        )
     return value
 
 
@@ -474,7 +510,8 @@ def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def anthropic_client(mockserver: MockServerHandle) -> anthropic.Anthropic:
-    """`anthropic.Anthropic` for this test's server: api_key "test", max_retries 2 (the SDK default)."""
+    """`anthropic.Anthropic` for this test's server: `mockserver.api_key()` ("test" unless the server
+    sets `api_keys`), max_retries 2 (the SDK default)."""
     return _with_sdk(mockserver.anthropic_client)
 
 
@@ -487,10 +524,8 @@ def async_anthropic_client(mockserver: MockServerHandle) -> anthropic.AsyncAnthr
 @pytest.fixture
 def mockserver_env(mockserver: MockServerHandle, monkeypatch: pytest.MonkeyPatch) -> MockServerHandle:
     """Point code that builds its own client at this test's server through ANTHROPIC_* variables."""
-    from mockserver.testing import TEST_API_KEY
-
     monkeypatch.setenv("ANTHROPIC_BASE_URL", mockserver.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_API_KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", mockserver.api_key())
     # The SDK would also send a bearer token from the environment; the test's key is the one wanted.
     monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
     return mockserver

@@ -32,6 +32,7 @@ from mockserver.metrics import Metrics
 from mockserver.organizations import Organization, organization_for
 from mockserver.redis_client import REQUEST_STORE_WAIT, RequestWaitSpent, not_a_request, within_request_wait
 from mockserver.replies import Planner
+from mockserver.scripted import ScriptBook
 from mockserver.settings import Settings
 from mockserver.state import StateStore, state_store_from_uri
 from mockserver.usage import UsageLedger
@@ -125,6 +126,7 @@ class ServerState:
         self.cache = PromptCache(self.store)
         self.usage = UsageLedger(self.store)
         self.faults = FaultBook(self.store)
+        self.script = ScriptBook()  # this worker's copy of the scripted replies (scripted.py)
         self.metrics = Metrics()
         # Unexpected exceptions, for embedding tests (`RunningServer.take_errors`): the newest few
         # and how many there were, noted on the server's thread and read from the test's.
@@ -133,6 +135,9 @@ class ServerState:
         self._server_errors_lock = threading.Lock()
         self.created_faults: list[Fault] = []  # faults added through the admin API
         self._generation: str | None = None  # of the admin changes that `runtime` reflects
+        # What this worker last saw of the admin changes and of the scripted replies (which change
+        # under a token of their own): the script is read again when this changes.
+        self.script_version: tuple[str | None, str | None] = (None, None)
         self._patch_count = 0  # of the stored patches that `runtime` reflects
         # On a shared store the generation is re-read in the background about this often, instead of
         # a Redis round trip per request; admin writes wait as long before answering, so a change is
@@ -189,17 +194,14 @@ class ServerState:
         await self._let_workers_see_it()
         return self.runtime.settings
 
-    @property
-    def generation(self) -> str | None:
-        """The token of the last admin change this worker has seen (None: none since it started)."""
-        return self._generation
-
-    async def announce_change(self) -> None:
-        """Publish a change made outside the settings and faults (e.g. scripted replies) to every
-        worker: what they cache by `generation` is read again, by the time this returns."""
+    async def announce_script_change(self) -> None:
+        """Publish a change of the scripted replies to every worker, by the time this returns. Under a
+        token of its own: a worker that sees only it reads the script again (`script_version`), and
+        keeps its runtime."""
         async with self._exclusive():
-            await self._read_generation()
-            await self._publish()
+            token = uuid.uuid4().hex
+            await self.store.put(_SCRIPT_GENERATION_KEY, token)
+            self.script_version = (self._generation, token)
         await self._let_workers_see_it()
 
     async def add_fault(self, fault: Fault) -> None:
@@ -224,6 +226,7 @@ class ServerState:
             await self.store.clear()
             self.runtime, self._patch_count = self.boot_runtime, 0
             self.created_faults = []
+            self.script_version = (None, None)  # its token went with the rest of the store
             await self._publish()
         await self._let_workers_see_it()
 
@@ -274,13 +277,15 @@ class ServerState:
 
     async def _read_generation(self) -> None:
         started = time.monotonic()
-        generation = await self.store.get(_GENERATION_KEY)
+        # One round trip for both: a script change alone leaves the runtime as it is.
+        generation, script = await self.store.get_many([_GENERATION_KEY, _SCRIPT_GENERATION_KEY])
         if generation != self._generation:
             patches = await self.store.items(_PATCHES_KEY)
             self.runtime = await asyncio.to_thread(runtime_with_patches, self.boot_runtime, patches)
             self._patch_count = len(patches)
             self.created_faults = await self.faults.created()
             self._generation = generation
+        self.script_version = (generation, script)
         self._fresh_until = started + self.sync_interval
         self.refresh_due = self._fresh_until - self.sync_interval / 2
 
@@ -296,6 +301,8 @@ class ServerState:
     async def _publish(self) -> None:
         self._generation = uuid.uuid4().hex
         await self.store.put(_GENERATION_KEY, self._generation)
+        # A reset, or a change of settings or faults: the script is read again as well.
+        self.script_version = (self._generation, self.script_version[1])
 
     async def _let_workers_see_it(self) -> None:
         if self.sync_interval:
@@ -315,6 +322,7 @@ _SHARED_SYNC_INTERVAL = 0.01
 _PATCHES_KEY = "settings:patch-list"
 _MAX_PATCHES = 1000
 _GENERATION_KEY = "admin:generation"
+_SCRIPT_GENERATION_KEY = "admin:script-generation"
 
 
 @functools.cache

@@ -7,42 +7,60 @@ counter: on a shared store each use goes to exactly one request, whichever worke
 reply goes through the planner's canned path, so usage, max_tokens, streaming and fast/standard
 pacing are those of any reply; an error is the API's envelope for its status.
 
-Each worker keeps the entries it last read and reads them again only after an admin change: every
-change (this module's included) publishes a new generation, which each worker picks up. So while
-nothing is scripted a request pays one comparison and no store call.
+An entry is used up only by the requests it answers. The use is claimed where the script is looked at,
+after routing and before faults and rate limits: a scripted error is sent there (nothing is charged
+for it), and a scripted reply's plan is what admission charges. A reply whose request then fails
+before its response starts (a fault, a 429, a reset) gives the use back (a DECR), and only a
+response that goes out marks the journal row `scripted`. A claim over the limit (another request
+took the last use first) is taken back the same way, so the counter holds the uses given. Whenever
+taking one back leaves a use free, every worker reads the script again: one may have counted the
+entry as used up. Claiming late instead (after admission) would plan before knowing whether the
+reply is this request's, and a lost race would leave a planned and charged reply to undo.
+
+Each worker keeps the entries it last read (`ScriptBook`, `ServerState.script`) and reads them again
+only after a change: this module publishes its changes under a token of their own
+(`ServerState.announce_script_change`), which every worker picks up with the admin generation, in the
+same read, without rebuilding its runtime; any other admin change (a reset) makes it read them again
+too. So while nothing is scripted a request pays one comparison and no store call.
 """
 
 from __future__ import annotations
 
-import http
+import logging
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
-from weakref import WeakKeyDictionary
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from mockserver.canned import CannedReplies, CannedReply
-from mockserver.errors import APIError, InvalidRequestError, api_error_for_status
+from mockserver.chaos import injected_error
+from mockserver.errors import APIError, InvalidRequestError, StoreUnavailable
 from mockserver.fastmode import Route
 from mockserver.journal import RequestRecord
-from mockserver.runtime import Runtime, ServerState
-from mockserver.state import StateStore
 from mockserver.validation import describe
+
+if TYPE_CHECKING:
+    # The state owns this module's ScriptBook: imported for annotations only.
+    from mockserver.runtime import Runtime, ServerState
+
+log = logging.getLogger("mockserver")
+_Response = TypeVar("_Response")
 
 ENTRIES_KEY = "scripted:entries"
 _USED_PREFIX = "scripted:used:"
 MAX_ENTRIES = 1_000
 _ANY_TEXT = re.compile("")
-_NAMES_A_FIELD = re.compile(r"^[\w.]+: ")
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110 5.1)
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
-# The envelope's own headers: a second copy would contradict them (two content-lengths break the reply).
-_SERVER_HEADERS = frozenset(
-    {"content-length", "content-type", "transfer-encoding", "connection", "request-id"}
-)
 
 
 class ToolUse(BaseModel):
@@ -52,27 +70,44 @@ class ToolUse(BaseModel):
     input: dict[str, Any] | None = None  # None: generated from the tool's input_schema
 
 
+def _header_name(name: str) -> str:
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError("not a valid header name: letters, digits and !#$%&'*+-.^_`|~ only")
+    if name.lower() in _SERVERS_HEADERS:
+        raise ValueError("set by the server, not by a scripted error")
+    return name.lower()  # as it goes on the wire, and one spelling for the defaults it replaces
+
+
+def _header_value(value: str) -> str:
+    if not _HEADER_VALUE.fullmatch(value):
+        raise ValueError(
+            "not a valid header value: visible Latin-1 characters, spaces and tabs between them "
+            "(no CR, LF or other control characters, no leading or trailing whitespace)"
+        )
+    return value
+
+
+# RFC 9110: a name is a token; a value is visible characters (obs-text included: Latin-1 on the
+# wire) with spaces and tabs inside. Anything else breaks the response or the connection.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+# The framing and identity of the response: a second copy would corrupt it.
+_SERVERS_HEADERS = frozenset(
+    {"content-length", "content-type", "transfer-encoding", "connection", "request-id"}
+)
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+
+
 class ScriptedError(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # As a fault of kind http_error sends it (chaos.injected_error), with the same defaults.
     status: int = Field(ge=400, le=599)
     type: str | None = None  # error.type; None: the status's own (429 rate_limit_error, ...)
     message: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)  # e.g. retry-after, x-should-retry
-
-    @field_validator("headers")
-    @classmethod
-    def _sendable(cls, headers: dict[str, str]) -> dict[str, str]:
-        # Checked when queued: a header that cannot go on the wire was a 500 or a dropped connection
-        # on the request that drew it, long after the test that scripted it had moved on.
-        for name, value in headers.items():
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not an HTTP header name")
-            if name.lower() in _SERVER_HEADERS:
-                raise ValueError(f"{name!r} is set by the server for every reply")
-            if not _HEADER_VALUE.fullmatch(value):
-                raise ValueError(f"{name}: a header value is printable ASCII, without line breaks")
-        return headers
+    retry_after: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # seconds
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)  # e.g. retry-after-ms
 
 
 class ScriptEntry(BaseModel):
@@ -138,14 +173,21 @@ class Scripted:
             return CannedReplies((self.canned,)).match(raw.get("messages") or (), chosen.model.id) is not None
         return True
 
-    def api_error(self) -> APIError:
+    def answering(self, runtime: Runtime) -> Runtime:
+        """`runtime` with a planner that says this reply."""
+        return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((self.canned,))))
+
+    def api_error(self, rate_limit_headers: Mapping[str, str] | None) -> APIError:
         scripted = self.entry.error
         assert scripted is not None
-        message = scripted.message or f"{_reason(scripted.status)} (scripted by the test)"
-        error = api_error_for_status(scripted.status, message, headers=scripted.headers)
-        if scripted.type is not None:
-            error.error_type = scripted.type  # type: ignore[misc]
-        return error
+        return injected_error(
+            scripted.status,
+            error_type=scripted.type,
+            message=scripted.message,
+            retry_after=scripted.retry_after,
+            rate_limit_headers=rate_limit_headers,
+            headers=scripted.headers,
+        )
 
 
 def _offered_tools(raw: Mapping[str, Any]) -> set[str]:
@@ -153,77 +195,103 @@ def _offered_tools(raw: Mapping[str, Any]) -> set[str]:
     return {tool["name"] for tool in raw.get("tools") or () if "input_schema" in tool}
 
 
-def _reason(status: int) -> str:
-    if status == 529:
-        return "Overloaded"
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
 # The request path.
 
 
-@dataclass(slots=True)
-class _Book:
-    """What one worker knows of the script: the entries not known to be used up, read at `generation`
-    (of the admin changes, `ServerState.generation`)."""
+class ScriptBook:
+    """What one worker knows of the script (`ServerState.script`): the entries not known to be used
+    up, as read at a `ServerState.script_version`."""
 
-    generation: str | None
-    entries: list[Scripted] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.entries: list[Scripted] = []
+        self._read_at: tuple[str | None, str | None] | None = None  # None: not read yet
+        # The script version at which nothing was left to serve here: until the version changes, a
+        # request need not look (None: never read, or something is left).
+        self._idle_at: tuple[str | None, str | None] | None = None
 
+    def may_apply(self, state: ServerState) -> bool:
+        """Whether a request must look at the script; False (one comparison, no store call) while
+        this worker knows it to be empty and no change came since."""
+        return self._idle_at != state.script_version
 
-_BOOKS: WeakKeyDictionary[ServerState, _Book] = WeakKeyDictionary()
+    async def answer(
+        self,
+        state: ServerState,
+        runtime: Runtime,
+        raw: Mapping[str, Any],
+        chosen: Route,
+        record: RequestRecord,
+        respond: Callable[[Runtime], Awaitable[_Response]],
+        rate_limits: Callable[[], Awaitable[Mapping[str, str]]],
+    ) -> _Response:
+        """This request's response: the scripted error, or `respond` (the rest of the request path)
+        with `runtime`, or with one whose planner says the scripted reply. A scripted error is raised
+        before faults and rate limits (nothing is charged for it; a 429 carries the caller's
+        `rate_limits` headers, as a fault's does); a reply whose `respond` raises (a fault, a 429)
+        gives its use back for the next request."""
+        if self._read_at != state.script_version:
+            await self._read_entries(state)
+        taken = await self._claim(state, raw, chosen)
+        if not self.entries:
+            self._idle_at = self._read_at
+        if taken is None:
+            return await respond(runtime)
+        error = taken.entry.error
+        if error is not None:
+            record.scripted = True
+            raise taken.api_error(await rate_limits() if error.status == 429 else None)
+        try:
+            response = await respond(taken.answering(runtime))
+        except Exception:
+            await self._give_back(state, taken)
+            raise
+        record.scripted = True
+        return response
 
+    async def _read_entries(self, state: ServerState) -> None:
+        version = state.script_version  # first: a change landing during the read makes the next request look
+        rows = await state.store.items(ENTRIES_KEY)
+        used = await state.store.get_many([_used_key(row["id"]) for row in rows]) if rows else []
+        live = [
+            Scripted.from_row(row) for row, count in zip(rows, used, strict=True) if _left(row, count) != 0
+        ]
+        self.entries, self._read_at, self._idle_at = live, version, None
 
-def may_apply(state: ServerState) -> bool:
-    """Whether a request must look at the script; False (no store call) while it is empty and no
-    admin change came since this worker last read it."""
-    book = _BOOKS.get(state)
-    return book is None or book.generation != state.generation or bool(book.entries)
+    async def _claim(self, state: ServerState, raw: Mapping[str, Any], chosen: Route) -> Scripted | None:
+        """The first matching entry with a use left, that use taken atomically (another request, on this
+        worker or another, may take the same entry's last use first: then the next one is tried)."""
+        for scripted in list(self.entries):
+            if not scripted.matches(raw, chosen):
+                continue
+            used = await state.store.incr(_used_key(scripted.id))
+            times = scripted.entry.times
+            if not times or used <= times:
+                if used == times:
+                    self._spend(scripted)
+                return scripted
+            await self._uncount(state, scripted)  # the last use went to another request first
+        return None
 
+    async def _give_back(self, state: ServerState, scripted: Scripted) -> None:
+        try:
+            await self._uncount(state, scripted)
+        except StoreUnavailable as exc:  # the request's own error is the one to report
+            log.warning("scripted reply %s: its use could not be given back: %s", scripted.id, exc)
 
-async def apply(
-    state: ServerState, runtime: Runtime, raw: Mapping[str, Any], chosen: Route, record: RequestRecord
-) -> Runtime:
-    """The runtime to answer this request with: `runtime`, or one whose planner says the scripted reply.
-
-    Raises the scripted error (before rate limits: nothing is charged for it)."""
-    book = _BOOKS.get(state)
-    if book is None or book.generation != state.generation:
-        book = await _read(state)
-    taken = await _claim(state.store, book, raw, chosen)
-    if taken is None:
-        return runtime
-    record.scripted = True
-    if taken.entry.error is not None:
-        raise taken.api_error()
-    return replace(runtime, planner=replace(runtime.planner, canned=CannedReplies((taken.canned,))))
-
-
-async def _read(state: ServerState) -> _Book:
-    generation = state.generation  # first: a change landing during the read makes the next request look
-    rows = await state.store.items(ENTRIES_KEY)
-    used = await state.store.get_many([_used_key(row["id"]) for row in rows]) if rows else []
-    live = [Scripted.from_row(row) for row, count in zip(rows, used, strict=True) if _left(row, count) != 0]
-    book = _BOOKS[state] = _Book(generation, live)
-    return book
-
-
-async def _claim(store: StateStore, book: _Book, raw: Mapping[str, Any], chosen: Route) -> Scripted | None:
-    """The first matching entry with a use left, that use taken atomically (another request, on this
-    worker or another, may take the same entry's last use first: then the next one is tried)."""
-    for scripted in list(book.entries):
-        if not scripted.matches(raw, chosen):
-            continue
-        used = await store.incr(_used_key(scripted.id))
+    async def _uncount(self, state: ServerState, scripted: Scripted) -> None:
+        """Take back a use counted for a request that does not get it (one that failed, or one over the
+        limit). Every worker looks again when that leaves a use free: a worker may have counted the
+        entry as used up, and when one over the limit finds a use free, a use was given back since."""
+        used = await state.store.incr(_used_key(scripted.id), -1)
         times = scripted.entry.times
-        if times and used >= times and scripted in book.entries:
-            book.entries.remove(scripted)  # used up: later requests here skip it without a store call
-        if not times or used <= times:
-            return scripted
-    return None
+        if times and used < times:
+            await state.announce_script_change()
+        elif times:
+            self._spend(scripted)
+
+    def _spend(self, scripted: Scripted) -> None:
+        if scripted in self.entries:
+            self.entries.remove(scripted)  # used up: later requests here skip it without a store call
 
 
 def _used_key(entry_id: str) -> str:
@@ -241,24 +309,29 @@ def _left(row: Mapping[str, Any], used: Any) -> int | None:
 def parse_entries(data: Mapping[str, Any]) -> list[ScriptEntry]:
     """One entry, or `{"replies": [...]}` for several in order; errors name the field."""
     if "replies" not in data:
-        return [_parse(data, "")]
+        return [_parse(data, None)]
     listed = data["replies"]
     if set(data) != {"replies"}:
         extra = sorted(set(data) - {"replies"})[0]
         raise InvalidRequestError(f"{extra}: give either one reply or {{'replies': [...]}}, not both")
     if not isinstance(listed, list) or not listed:
         raise InvalidRequestError("replies: expected a non-empty list of replies")
-    return [_parse(item, f"replies.{i}.") for i, item in enumerate(listed)]
+    return [_parse(item, f"replies.{i}") for i, item in enumerate(listed)]
 
 
-def _parse(data: Any, where: str) -> ScriptEntry:
+# An entry validated under the name of where it stands, so that errors start with it: "replies.2.text:
+# ..." for a field, "replies.2: ..." for the entry as a whole.
+_AT = TypeAdapter(dict[str, ScriptEntry])
+
+
+def _parse(data: Any, where: str | None) -> ScriptEntry:
     try:
-        return ScriptEntry.model_validate(data)
+        return (
+            ScriptEntry.model_validate(data) if where is None else _AT.validate_python({where: data})[where]
+        )
     except ValidationError as exc:
-        message = describe(exc)
-    if where:  # "replies.2.text: ..." for a field, "replies.2: ..." for the entry as a whole
-        message = where + message if _NAMES_A_FIELD.match(message) else f"{where[:-1]}: {message}"
-    raise InvalidRequestError(message)
+        # A bad header name is located at the name itself, not at pydantic's "[key]" below it.
+        raise InvalidRequestError(describe(exc).replace(".[key]: ", ": ", 1)) from None
 
 
 async def add(state: ServerState, entries: Sequence[ScriptEntry]) -> list[dict[str, Any]]:
@@ -300,4 +373,4 @@ def _shown(row: Mapping[str, Any], used: Any) -> dict[str, Any]:
 
 async def _publish(state: ServerState) -> None:
     # Every worker (this one at once, the others before the admin call answers) reads the script again.
-    await state.announce_change()
+    await state.announce_script_change()

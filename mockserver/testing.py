@@ -9,7 +9,6 @@ what HTTP cannot do: advancing a fake clock, reading the exceptions a server swa
 from __future__ import annotations
 
 import json
-import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
@@ -22,6 +21,7 @@ import httpx
 from mockserver.admin_client import AdminClient, AdminError
 from mockserver.catalog import FAST_MODE_BETA
 from mockserver.clock import Clock, FakeClock
+from mockserver.clock_driver import ClockDriver
 from mockserver.server import MockServer
 from mockserver.settings import Settings
 
@@ -117,89 +117,6 @@ def connect(url: str, *, token: str | None = None, timeout: float = 10.0) -> Run
         time.sleep(0.1)
 
 
-FAKE_CLOCK_STALL_SECONDS = 2.0  # real seconds a server may wait on a fake clock nobody advances
-
-
-class FakeClockStalled(Exception):
-    """Requests waited on a test server's fake clock that the test never advanced."""
-
-
-class ClockDriver:
-    """Watches a test server's `FakeClock` from a thread of its own, and moves it when asked to.
-
-    "Every request asleep" is when the clock has at least as many sleepers as the server has requests
-    in flight (a sleeper is counted only once what its request wrote is on the socket). Then, with
-    `auto` on, the clock jumps to the next deadline; with it off, the server is stalled, and after
-    `stall_after` real seconds of that without the test moving the clock, the stall is noted (the
-    test fails with it) and auto-advance takes over so that the test ends instead of hanging.
-    """
-
-    # How often the clock is looked at: often while requests wait on it (each step of a stream is one
-    # jump), seldom while none do (a thread waking for nothing still takes the GIL from the server).
-    BUSY_POLL_SECONDS = 0.0005
-    IDLE_POLL_SECONDS = 0.005
-
-    def __init__(
-        self, running: RunningServer, *, auto: bool, stall_after: float = FAKE_CLOCK_STALL_SECONDS
-    ) -> None:
-        clock, server = running.clock, running.server
-        if clock is None or server is None:
-            raise ValueError("a ClockDriver drives the FakeClock of an in-process server")
-        self.clock: FakeClock = clock
-        self.server: MockServer = server
-        self.url = running.url
-        self.auto = auto
-        self.stall_after = stall_after
-        self.stalls: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"fake clock of {self.url}", daemon=True)
-
-    def start(self) -> ClockDriver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def take_stalls(self) -> list[str]:
-        stalls, self.stalls = self.stalls, []
-        return stalls
-
-    def _run(self) -> None:
-        stalled_since: float | None = None  # real time since when every request waits, at `stalled_at`
-        stalled_at = 0.0  # the clock's time then: a test that moves the clock is driving it
-        poll = self.IDLE_POLL_SECONDS
-        while not self._stop.wait(poll):
-            sleepers, in_flight = self.clock.pending_sleepers, self.server.requests_in_flight
-            poll = self.BUSY_POLL_SECONDS if sleepers or in_flight else self.IDLE_POLL_SECONDS
-            if not sleepers or in_flight > sleepers:
-                stalled_since = None  # nothing waits, or something is still running
-                continue
-            deadline = self.clock.next_deadline()
-            if self.auto:
-                if deadline is not None:
-                    self.clock.set(deadline)
-                continue
-            now = self.clock.now()
-            if stalled_since is None or now != stalled_at:
-                stalled_since, stalled_at = time.monotonic(), now
-            elif time.monotonic() - stalled_since >= self.stall_after:
-                self.stalls.append(self._stall_message(sleepers, now, deadline))
-                self.auto = True
-
-    def _stall_message(self, sleepers: int, now: float, deadline: float | None) -> str:
-        ahead = "" if deadline is None else f"; the next deadline is {deadline - now:.3g} s ahead"
-        return (
-            f"mockserver at {self.url}: {sleepers} request(s) waited {self.stall_after:g} s on the "
-            f"server's fake clock, which the test did not advance (it stood at {now:.3f}{ahead}). "
-            "Advance it in the test (mockserver.clock.advance(seconds), or "
-            "mockserver.clock.set(mockserver.clock.next_deadline())), or let it move to each deadline by "
-            'itself: @pytest.mark.mockserver(fake_clock="auto") or mockserver.auto_advance(). It was '
-            "advanced automatically from then on, so that the test could end."
-        )
-
-
 class MockServerHandle:
     """The `mockserver` fixture: one server, reset for this test, with this test's settings applied."""
 
@@ -281,8 +198,14 @@ class MockServerHandle:
     def clear_requests(self) -> None:
         self.running.admin.clear_requests()
 
+    def api_key(self) -> str:
+        """The key this handle's clients send: the first of the server's `api_keys` when its live
+        settings name any (it then refuses every other key, which a test may check), else "test"."""
+        keys = self.settings.get("api_keys") or ()
+        return str(keys[0]) if keys else TEST_API_KEY
+
     def anthropic_client(self, **options: Any) -> anthropic.Anthropic:
-        """An SDK client for this server (api_key "test", the SDK's 2 retries); closed at teardown."""
+        """An SDK client for this server (`api_key()`, the SDK's 2 retries); closed at teardown."""
         client = import_sdk().Anthropic(**{**self._client_options(), **options})
         self._clients.append(client)
         return client
@@ -293,7 +216,7 @@ class MockServerHandle:
         return import_sdk().AsyncAnthropic(**{**self._client_options(), **options})
 
     def _client_options(self) -> dict[str, Any]:
-        return {"api_key": TEST_API_KEY, "base_url": self.url, "max_retries": SDK_MAX_RETRIES}
+        return {"api_key": self.api_key(), "base_url": self.url, "max_retries": SDK_MAX_RETRIES}
 
     # Scripted replies: what the next matching POST /v1/messages gets, queued after those before.
 
@@ -306,6 +229,7 @@ class MockServerHandle:
         error: int | None = None,
         message: str | None = None,
         error_type: str | None = None,
+        retry_after: float | None = None,
         headers: Mapping[str, str] | None = None,
         model: str | None = None,
         speed: str | None = None,
@@ -316,7 +240,8 @@ class MockServerHandle:
 
         `reply("Hello")`; `reply(tool_use={"name": "get_weather", "input": {"city": "Paris"}})` (only
         for requests that offer the tool; a bare name generates the input from its schema);
-        `reply(error=529)`, `reply(error=429, headers={"retry-after": "1"})`. Only requests matching
+        `reply(error=529)`, `reply(error=429, retry_after=1)` (sent as a fault's error is: a 429 with
+        the caller's rate-limit headers; `headers=` adds or replaces headers). Only requests matching
         `model`, `speed` and `contains` (in the last user message) take it, `times` of them (None:
         every one until cleared). Usage, streaming and pacing are those of any reply.
         """
@@ -327,6 +252,7 @@ class MockServerHandle:
             error=error,
             message=message,
             error_type=error_type,
+            retry_after=retry_after,
             headers=headers,
             model=model,
             speed=speed,
@@ -371,11 +297,19 @@ class MockServerHandle:
         """The JSON bodies of this test's POST /v1/messages requests, oldest first (the plugin's
         servers record them; filters as `requests`)."""
         rows = self.requests(path="/v1/messages", **filters)
-        if any(row.get("body") is None for row in rows) and not self.settings["journal"]["record_bodies"]:
-            raise AssertionError(
-                "this server does not record request bodies; "
-                'turn it on with mockserver.configure(journal={"record_bodies": True})'
-            )
+        if any(row.get("body") is None for row in rows):
+            journal = self.settings["journal"]
+            if journal.get("zero_data_retention"):
+                raise AssertionError(
+                    "this server's journal keeps zero data retention (journal.zero_data_retention), "
+                    "which hides request bodies; assert on other journal fields, or turn it off for "
+                    'this test: mockserver.configure(journal={"zero_data_retention": False})'
+                )
+            if not journal["record_bodies"]:
+                raise AssertionError(
+                    "this server does not record request bodies; "
+                    'turn it on with mockserver.configure(journal={"record_bodies": True})'
+                )
         return [row["body"] for row in rows]
 
     # Assertions over this test's journal; the module-level functions take rows instead.
@@ -499,6 +433,7 @@ def scripted_entry(
     error: int | None = None,
     message: str | None = None,
     error_type: str | None = None,
+    retry_after: float | None = None,
     headers: Mapping[str, str] | None = None,
     model: str | None = None,
     speed: str | None = None,
@@ -506,11 +441,14 @@ def scripted_entry(
     times: int | None = 1,
 ) -> dict[str, Any]:
     """`MockServerHandle.reply`'s arguments as the entry `POST /_admin/replies` takes."""
-    if error is None and (message, error_type, headers) != (None, None, None):
-        raise ValueError("message=, error_type= and headers= describe an error: give error=<status> too")
+    described = {"type": error_type, "message": message, "retry_after": retry_after, "headers": headers}
+    if error is None and any(value is not None for value in described.values()):
+        raise ValueError(
+            "message=, error_type=, retry_after= and headers= describe an error: give error=<status> too"
+        )
     entry: dict[str, Any] = {"times": times}
     if error is not None:
-        described = {"status": error, "type": error_type, "message": message, "headers": headers}
+        described["status"] = error
         entry["error"] = {key: value for key, value in described.items() if value is not None}
     if tool_use is not None:
         entry["tool_use"] = {"name": tool_use} if isinstance(tool_use, str) else dict(tool_use)

@@ -46,14 +46,15 @@ def test_within_the_interval_a_worker_does_not_read_again(redis_server: RedisSer
     async def go() -> None:
         state = worker(redis_server.url, unique_key_prefix())
         reads = 0
-        real_get = state.store.get
+        real_get_many = state.store.get_many
 
-        async def counting_get(key: str) -> object:
+        async def counting_get_many(keys: list[str]) -> list[object]:
+            # The generation and the script's token, read together.
             nonlocal reads
             reads += 1
-            return await real_get(key)
+            return await real_get_many(keys)
 
-        state.store.get = counting_get  # type: ignore[method-assign]
+        state.store.get_many = counting_get_many  # type: ignore[method-assign]
         try:
             state.sync_interval = 60.0  # long enough that timing cannot make this test flaky
             await state.sync()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from mockserver import scripted
 from mockserver.admission import Ticket, admit, current_headers, settle
 from mockserver.cache import CacheOutcome, PromptCache
 from mockserver.catalog import model_class
@@ -30,7 +30,7 @@ from mockserver.organizations import Organization
 from mockserver.pricing import cost_usd
 from mockserver.recording import drop_connection, record_of
 from mockserver.replies import Planner, Reply
-from mockserver.runtime import ServerState
+from mockserver.runtime import Runtime, ServerState
 from mockserver.streaming import generation_seconds, stream_reply
 from mockserver.tokens import count_input
 from mockserver.validation import (
@@ -70,8 +70,25 @@ async def create_message(request: Request) -> Response:
     check_tool_choice(parsed)
     if body.fallbacks is not None:
         check_fallbacks(body, caller.betas, chosen.model, runtime.catalog)
-    if scripted.may_apply(state):  # a test scripted replies (or this worker has not looked)
-        runtime = await scripted.apply(state, runtime, raw, chosen, record)
+    if state.script.may_apply(state):  # a test scripted replies (or this worker has not looked)
+        respond = functools.partial(_respond, request, state, record, parsed, org, chosen, input_tokens)
+        limits = functools.partial(current_headers, state, org, chosen.speed, model_class(chosen.model))
+        return await state.script.answer(state, runtime, raw, chosen, record, respond, limits)
+    return await _respond(request, state, record, parsed, org, chosen, input_tokens, runtime)
+
+
+async def _respond(
+    request: Request,
+    state: ServerState,
+    record: RequestRecord,
+    parsed: MessagesRequest,
+    org: Organization,
+    chosen: Route,
+    input_tokens: int,
+    runtime: Runtime,
+) -> Response:
+    """Faults, cache, plan, admission, deliver: the rest of the path, with `runtime`'s planner."""
+    body, raw = parsed.body, parsed.raw
     settings = runtime.settings
     header = raw_header(request.scope, _FAULT_HEADER) if settings.chaos.header_faults else None
     fired = None

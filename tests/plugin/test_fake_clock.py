@@ -3,6 +3,8 @@ waiting on a clock the test never advances fails the test within seconds, saying
 
 from __future__ import annotations
 
+import re
+import socket
 import time
 
 pytest_plugins = ["pytester"]
@@ -109,7 +111,7 @@ def test_auto_advance_and_stalls(pytester):
         "in the test (mockserver.clock.advance(seconds), or mockserver.clock.set("
         "mockserver.clock.next_deadline())), or let it move to each deadline by itself: "
         '@pytest.mark.mockserver(fake_clock="auto") or mockserver.auto_advance(). It was advanced '
-        "automatically from then on, so that the test could end."
+        "automatically from then on, so that the test could end.*"
     )
     result.stdout.fnmatch_lines(["*_ test_frozen_clock_stream_fails_fast _*", "*", stall.replace("[", "[[]")])
     own = out.split(" test_frozen_clock_note_on_a_failing_test ")[1].split("short test summary")[0]
@@ -118,3 +120,106 @@ def test_auto_advance_and_stalls(pytester):
     result.stdout.fnmatch_lines(
         ['*test_clock.py::test_bad_fake_clock_value: fake_clock must be True, False or "auto", got *']
     )
+
+
+HELD = """
+import threading
+import time
+
+import anthropic
+import pytest
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def stream_in_the_background(mockserver):
+    # A client of its own, which the plugin does not close: the stream is still asleep at teardown.
+    client = anthropic.Anthropic(api_key="test", base_url=mockserver.url, max_retries=0)
+
+    def read():
+        with client.messages.stream(model="claude-opus-4-7", max_tokens=200, messages=HELLO) as stream:
+            for _ in stream.text_stream:
+                pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while mockserver.clock.pending_sleepers == 0:
+        time.sleep(0.001)
+    return reader
+
+
+@pytest.mark.mockserver(fake_clock=True, fake_clock_stall=10)
+def test_a_clock_held_longer_than_the_default_stall_time(mockserver):
+    reader = stream_in_the_background(mockserver)
+    time.sleep(2.5)  # holding the clock on purpose, past the default 2 s
+    while reader.is_alive():  # then stepping it, deadline by deadline
+        deadline = mockserver.clock.next_deadline()
+        if deadline is not None:
+            mockserver.clock.set(deadline)
+        time.sleep(0.001)
+
+
+@pytest.mark.mockserver(fake_clock=True, fake_clock_stall=0.3)
+def test_a_shorter_stall_time(mockserver):
+    stream_in_the_background(mockserver).join()  # ends: the stall is noted after 0.3 s
+
+
+@pytest.mark.mockserver(fake_clock=True)
+def test_a_stream_left_asleep_at_teardown(mockserver):
+    stream_in_the_background(mockserver)
+
+
+@pytest.mark.mockserver(fake_clock=True, fake_clock_stall=0)
+def test_a_bad_stall_time(mockserver):
+    pass
+"""
+
+
+def test_the_stall_time_is_settable_and_teardown_does_not_wait_for_sleepers(pytester):
+    pytester.makepyfile(test_held=HELD)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "timeout", "--timeout=60", "-rfE", "--durations=0", "-vv"
+    )
+    result.assert_outcomes(passed=2, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*FakeClockStalled: *: 1 request(s) waited 0.3 s on the server's fake clock*"]
+    )
+    bad = (
+        "*test_a_bad_stall_time: fake_clock_stall must be a number of seconds above 0, or None (never), got 0"
+    )
+    result.stdout.fnmatch_lines([bad])
+    teardowns = {
+        match.group(2): float(match.group(1))
+        for match in re.finditer(r"([\d.]+)s teardown +test_held\.py::(\w+)", result.stdout.str())
+    }
+    # The server stops at once, not after uvicorn's 5 s of graceful shutdown for the sleeping stream.
+    assert teardowns.get("test_a_stream_left_asleep_at_teardown", 0.0) < 2.0, teardowns
+
+
+def test_the_clock_driver_sleeps_while_a_request_runs_without_waiting_on_the_clock(
+    mockserver_factory, monkeypatch
+):
+    from mockserver.server import MockServer
+
+    handle = mockserver_factory(fake_clock=True)
+    in_flight = MockServer.requests_in_flight.fget
+    looks = 0
+
+    def counted(server: MockServer) -> int:
+        nonlocal looks
+        looks += 1
+        return in_flight(server)
+
+    monkeypatch.setattr(MockServer, "requests_in_flight", property(counted))
+    host, port = handle.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        # A request in flight, its body still on the way: nothing waits on the clock meanwhile.
+        head = "POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: test\r\nanthropic-version: 2023-06-01"
+        sock.sendall(f"{head}\r\ncontent-length: 10\r\n\r\n{{".encode())
+        while in_flight(handle.server) == 0:
+            time.sleep(0.001)
+        looks = 0
+        time.sleep(0.5)
+        counted_in_half_a_second = looks
+    # The driver looked every 0.5 ms while any request was in flight: ~1000 times here.
+    assert counted_in_half_a_second <= 60
