@@ -7,7 +7,8 @@ with `prefixItems`/`items`/`contains`/`uniqueItems`, local `$ref` (JSON pointers
 percent escapes), `allOf` (merged into one schema), `anyOf`, `oneOf` (exactly one), `not` and
 `if`/`then`/`else`. It aims rather than proves: `json_schema.answer` validates each value with
 jsonschema and draws again when it misses. Every draw spends from a budget, so no schema can make it
-run away (a `$ref` loop, an exploding product of counts); a draw that runs out raises `GiveUp`.
+run away (a `$ref` loop, an exploding product of counts); a draw that runs out raises `GiveUp`, as
+does one still running at its deadline (the budget counts values, not the time a check of one takes).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import copy
 import math
 import re
 import string
+import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from random import Random
@@ -28,12 +30,15 @@ from re import _parser as regex_parser  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import unquote
 
+from mockserver import patterns
+
 WORDS = ("alpha", "bravo", "delta", "echo", "nova", "orbit", "pixel", "quartz", "river", "solar", "tango")
 BUDGET = 40_000  # work units per draw: a generated value is one, a string one more per 64 characters
 SOFT_DEPTH = 4  # deeper than this, or past half the budget, only what the schema requires
 MAX_DEPTH = 64  # a value nested deeper is not attempted
 MAX_HOPS = 32  # $ref/allOf/anyOf steps taken for one value before it must produce something
 ATTEMPTS = 4  # tries at a value that must pass `not`, `oneOf` or `if` checks
+_CLOCK_EVERY = 256  # spends between looks at the clock
 _INT_LIMIT = 2**63 - 1  # JSON numbers must stay what orjson can write: 64-bit integers, finite floats
 _FLOAT_LIMIT = 1e300
 _PATTERN_REPEAT = 3  # `*`, `+` and `{n,}` repeat at most this many times beyond their minimum
@@ -64,11 +69,13 @@ def generate(
     check: Check | None = None,
     least_size: LeastSize | None = None,
     minimal: bool = False,
+    deadline: float | None = None,
 ) -> Any:
     """A value drawn for `schema`; `check` lets it test `not`/`oneOf`/`if` choices as it goes,
-    `least_size` lets it leave out optional parts too large for what is left of the budget, and
-    `minimal` makes it generate only what the schema requires."""
-    return _Generator(schema, rng, check, least_size, minimal).value(schema, 0)
+    `least_size` lets it leave out optional parts too large for what is left of the budget,
+    `minimal` makes it generate only what the schema requires, and past `deadline` (a
+    `time.monotonic()` reading) it gives up."""
+    return _Generator(schema, rng, check, least_size, minimal, deadline).value(schema, 0)
 
 
 def kinds(schema: dict[str, Any]) -> list[str]:
@@ -114,19 +121,30 @@ def resolve(ref: Any, root: Any) -> Any:
 
 class _Generator:
     def __init__(
-        self, root: Any, rng: Random, check: Check | None, least_size: LeastSize | None, minimal: bool
+        self,
+        root: Any,
+        rng: Random,
+        check: Check | None,
+        least_size: LeastSize | None,
+        minimal: bool,
+        deadline: float | None,
     ) -> None:
         self.root = root
         self.rng = rng
         self.check = check
         self.least_size = least_size
         self.minimal = minimal
+        self.deadline = deadline
         self.left = BUDGET
+        self.spends = 0
 
     def spend(self, units: int = 1) -> None:
         self.left -= units
         if self.left < 0:
             raise GiveUp("the value grows beyond the generator's budget")
+        self.spends += 1
+        if self.deadline is not None and self.spends % _CLOCK_EVERY == 0 and time.monotonic() > self.deadline:
+            raise GiveUp("the value takes too long to generate")
 
     def frugal(self, depth: int) -> bool:
         return self.minimal or depth > SOFT_DEPTH or self.left < BUDGET // 2
@@ -247,8 +265,9 @@ class _Generator:
         optional_allowed = _mapping(schema.get("dependentSchemas"))
         names = list(dict.fromkeys(required))
         if not self.frugal(depth):
+            picked = set(names)
             for name, sub in properties.items():
-                if name in names or name in optional_allowed or self.rng.random() >= 0.5:
+                if name in picked or name in optional_allowed or self.rng.random() >= 0.5:
                     continue
                 if self.affordable(sub):
                     names.append(name)
@@ -256,40 +275,42 @@ class _Generator:
         high = schema.get("maxProperties")
         if isinstance(high, int) and len(names) > high:
             kept = set(_closed(required, needs))
-            while len(names) > high and any(name not in kept for name in names):
-                names.remove(next(name for name in reversed(names) if name not in kept))
+            optional = [name for name in names if name not in kept]
+            dropped = set(optional[max(0, len(optional) - (len(names) - high)) :])  # the last ones
+            names = [name for name in names if name not in dropped]
         low = schema.get("minProperties")
         if isinstance(low, int) and len(names) < low:
-            spare = self.spare_names(schema, properties, names)
+            taken = set(names)  # shared with `spare_names`, so it never offers a name already here
+            spare = self.spare_names(schema, properties, taken)
             while len(names) < low:
                 name = next(spare, None)
                 if name is None:
                     break
-                names = _closed([*names, name], needs)
+                _close_into(names, taken, [name], needs)
         for trigger in names:
             if trigger in optional_allowed:
                 schema = _merge(schema, self.flatten(optional_allowed[trigger], [], 0))
         return {name: self.value(_property_schema(schema, name), depth + 1) for name in names}
 
     def spare_names(
-        self, schema: dict[str, Any], properties: dict[str, Any], taken: list[str]
+        self, schema: dict[str, Any], properties: dict[str, Any], taken: set[str]
     ) -> Iterator[str]:
-        """Names to add for `minProperties`: declared ones first, then new ones if allowed."""
+        """Names to add for `minProperties`, none in `taken` (which the caller keeps up to date):
+        declared ones first, then new ones if allowed."""
         yield from (name for name in properties if name not in taken)
         if schema.get("additionalProperties") is False and not schema.get("patternProperties"):
             return
-        patterns = list(_mapping(schema.get("patternProperties")))
+        name_patterns = list(_mapping(schema.get("patternProperties")))
         namer = schema.get("propertyNames")
         for index in range(1, 1 + 10_000):
             self.spend()
-            if patterns:
-                name = _from_pattern(patterns[index % len(patterns)], self.rng)
+            if name_patterns:
+                name = _from_pattern(name_patterns[index % len(name_patterns)], self.rng)
             elif isinstance(namer, dict) and namer:
                 name = self.string(self.flatten(namer, [], 0), depth=0)
             else:
                 name = f"{self.rng.choice(WORDS)}_{index}"
             if name not in taken and name not in properties:
-                taken = [*taken, name]
                 yield name
 
     def array(self, schema: dict[str, Any], depth: int) -> list[Any]:
@@ -531,10 +552,26 @@ def _dependencies(schema: dict[str, Any]) -> dict[str, list[str]]:
 
 def _closed(names: list[str], needs: dict[str, list[str]]) -> list[str]:
     """`names` plus every name they require through `dependentRequired`, in order."""
-    out = list(dict.fromkeys(names))
-    for name in out:  # grows while it is walked: dependencies of dependencies
-        out.extend(n for n in needs.get(name, ()) if isinstance(n, str) and n not in out)
+    out: list[str] = []
+    _close_into(out, set(), names, needs)
     return out
+
+
+def _close_into(names: list[str], taken: set[str], added: list[str], needs: dict[str, list[str]]) -> None:
+    """Append to `names` (whose members `taken` holds) those of `added` it lacks and every name
+    they require, dependencies of dependencies included; both grow in step."""
+    start = len(names)
+    for name in added:
+        if name not in taken:
+            taken.add(name)
+            names.append(name)
+    index = start
+    while index < len(names):  # grows while it is walked
+        for needed in needs.get(names[index], ()):
+            if isinstance(needed, str) and needed not in taken:
+                taken.add(needed)
+                names.append(needed)
+        index += 1
 
 
 def _property_schema(schema: dict[str, Any], name: str) -> Any:
@@ -543,7 +580,7 @@ def _property_schema(schema: dict[str, Any], name: str) -> Any:
     if name in properties:
         parts.append(properties[name])
     for pattern, sub in _mapping(schema.get("patternProperties")).items():
-        if re.search(pattern, name):
+        if patterns.search(pattern, name):
             parts.append(sub)
     if not parts:
         extra = schema.get("additionalProperties", True)

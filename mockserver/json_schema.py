@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
+import time
 from dataclasses import dataclass
 from random import Random
 from typing import Any
@@ -21,6 +21,14 @@ from typing import Any
 import orjson
 
 from mockserver.fake_json import GiveUp, generate, kinds, resolve
+from mockserver.patterns import (
+    MATCH_TIMEOUT,
+    PatternTimeout,
+    bounded_validator,
+    compile_error,
+    pattern_keys,
+    screen,
+)
 from mockserver.rng import SeededRandom
 
 # Beyond these a generated value could not be streamed within any model's output limit anyway.
@@ -29,6 +37,11 @@ MAX_TOTAL_SIZE = 20_000  # values in all, a string counting its minLength
 MAX_NESTING = 64  # levels of a schema document
 REDRAWS = 4  # draws with the request's seed before the schema's own known-good value is used
 PROBES = 8  # draws (fixed seeds, the last one minimal) that decide whether a schema can be answered
+# Wall-clock backstops behind the budget, far above what a schema within the caps takes (~0.1 s for
+# 9,000 generated properties each checked against a `not`): the probe is once per schema, a redraw
+# once per request, and either past its time leaves the event loop to the other requests.
+PROBE_SECONDS = 2.0
+ANSWER_SECONDS = 0.5
 _SIZE_KEYWORDS = ("minLength", "minItems", "minProperties")
 _SIZER_VISITS = 100_000
 _INFINITE = 10**18
@@ -118,7 +131,7 @@ def _keyword_problem(node: Any, where: str) -> str | None:
         if isinstance(node.get("patternProperties"), dict):
             patterns += list(node["patternProperties"])
         for pattern in patterns:
-            if isinstance(pattern, str) and (error := _regex_error(pattern)) is not None:
+            if isinstance(pattern, str) and (error := compile_error(pattern)) is not None:
                 return f"pattern at {place} is not a valid regular expression: {error}"
         children: Any = node.items()
     elif isinstance(node, list):
@@ -129,14 +142,6 @@ def _keyword_problem(node: Any, where: str) -> str | None:
         found = _keyword_problem(child, f"{where}/{key}" if where else str(key))
         if found is not None:
             return found
-    return None
-
-
-def _regex_error(pattern: str) -> str | None:
-    try:
-        re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
-        return str(exc)
     return None
 
 
@@ -337,13 +342,16 @@ def answer(schema: Any, rng: Random) -> Any:
     answerer = _answerer(orjson.dumps(schema))
     if answerer.problem is not None:
         raise Unanswerable(answerer.problem)
+    deadline = time.monotonic() + ANSWER_SECONDS
     for _ in range(REDRAWS):
         try:
-            value = answerer.draw(rng)
+            value = answerer.draw(rng, deadline=deadline)
+            if answerer.valid(value):
+                return value
         except GiveUp:
             continue
-        if answerer.valid(value):
-            return value
+        except PatternTimeout:
+            break  # another draw would only meet the same pattern again
     return copy.deepcopy(answerer.fallback)
 
 
@@ -362,41 +370,60 @@ class _Answerer:
 
         self.schema = schema
         # An empty registry: a `$ref` to anywhere but this document is unresolvable, never fetched.
-        self.validator = validator_for(schema)(schema, registry=Registry())
+        self.validator = bounded_validator(validator_for(schema))(schema, registry=Registry())
+        # What `unevaluatedProperties` matches with `re` is matched first where it has a time limit.
+        self.screened = pattern_keys(schema) if _mentions(schema, "unevaluatedProperties") else []
         self.sizer = _Sizer(schema)
         self.problem: str | None = None
         self.fallback: Any = None
         self._probe()
 
-    def draw(self, rng: Random, *, minimal: bool = False) -> Any:
+    def draw(self, rng: Random, *, minimal: bool = False, deadline: float | None = None) -> Any:
         try:
-            return generate(self.schema, rng, check=self.check, least_size=self.sizer.least, minimal=minimal)
+            return generate(
+                self.schema,
+                rng,
+                check=self.check,
+                least_size=self.sizer.least,
+                minimal=minimal,
+                deadline=deadline,
+            )
         except _ODD_SCHEMA as exc:  # a valid but strange schema (a $ref into a non-schema): no 500
             raise GiveUp(f"the generator cannot read this schema ({type(exc).__name__})") from exc
 
     def valid(self, value: Any) -> bool:
+        screen(self.screened, value)
         try:
             return bool(self.validator.is_valid(value))
+        except PatternTimeout:
+            raise
         except Exception:  # an unresolvable $ref, a $ref loop: the probe reports it
             return False
 
     def check(self, subschema: Any, value: Any) -> bool:
+        screen(self.screened, value)
         try:
             return bool(self.validator.evolve(schema=subschema).is_valid(value))
+        except PatternTimeout:
+            raise
         except Exception:
             return False
 
     def _probe(self) -> None:
         drawn: list[Any] = []  # the first invalid value, if any draw finished
         gave_up: GiveUp | None = None
+        deadline = time.monotonic() + PROBE_SECONDS
         for seed in range(PROBES):
             try:
-                value = self.draw(SeededRandom(seed), minimal=seed == PROBES - 1)
+                value = self.draw(SeededRandom(seed), minimal=seed == PROBES - 1, deadline=deadline)
+                if self.valid(value):
+                    self.fallback = value
+                    return
             except GiveUp as exc:
                 gave_up = gave_up or exc
                 continue
-            if self.valid(value):
-                self.fallback = value
+            except PatternTimeout as exc:
+                self.problem = _too_slow(self.schema, exc.pattern)
                 return
             drawn = drawn or [value]
         if drawn:
@@ -440,6 +467,44 @@ class _Answerer:
         except (KeyError, IndexError, TypeError):
             return []
         return [name for name, sub in node.items() if sub is False] if isinstance(node, dict) else []
+
+
+def _too_slow(schema: Any, pattern: str) -> str:
+    keyword, where = _pattern_place(schema, pattern)
+    return (
+        f"{keyword} at {where}: the pattern {_shorten(repr(pattern), 80)} takes longer than "
+        f"{MATCH_TIMEOUT * 1000:.0f} ms to match a generated string (it backtracks without end), "
+        "so the mock cannot check a value against it"
+    )
+
+
+def _pattern_place(schema: Any, pattern: str) -> tuple[str, str]:
+    """The keyword (`pattern` or `patternProperties`) that holds `pattern`, and where."""
+    stack: list[tuple[Any, str]] = [(schema, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            if node.get("pattern") == pattern:
+                return "pattern", where or "(root)"
+            if isinstance(node.get("patternProperties"), dict) and pattern in node["patternProperties"]:
+                return "patternProperties", where or "(root)"
+            stack.extend((child, _join(where, str(key))) for key, child in node.items())
+        elif isinstance(node, list):
+            stack.extend((child, _join(where, str(index))) for index, child in enumerate(node))
+    return "pattern", "(root)"
+
+
+def _mentions(schema: Any, keyword: str) -> bool:
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if keyword in node:
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def _shorten(text: str, limit: int = 200) -> str:

@@ -254,6 +254,10 @@ class _Budget:
         self.used += tokens
 
     def exhaust(self) -> None:
+        """The model wrote up to `max_tokens` of something that is dropped whole (a tool call whose
+        input does not fit): the tokens were generated, so they are billed."""
+        self.used += self.left
+        self.left = 0
         self.truncated = True
 
 

@@ -248,6 +248,19 @@ def test_forced_tool_use_satisfies_the_schema(client, choice):
     jsonschema.validate(block.input, WEATHER["input_schema"])
 
 
+def test_a_tool_call_cut_by_max_tokens_bills_the_tokens_it_used(client):
+    message = client.messages.create(
+        model="claude-opus-4-7", max_tokens=5, tools=[WEATHER], tool_choice={"type": "any"}, messages=HELLO
+    )
+    assert message.stop_reason == "max_tokens" and message.content == []
+    assert message.usage.output_tokens == 5  # the model wrote them; they were 0 before
+    with client.messages.stream(
+        model="claude-opus-4-7", max_tokens=5, tools=[WEATHER], tool_choice={"type": "any"}, messages=HELLO
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 5
+
+
 def test_auto_tool_choice_calls_a_tool_named_in_the_prompt(client):
     messages = [{"role": "user", "content": "Please call get_weather for Paris"}]
     message = client.messages.create(
