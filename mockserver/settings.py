@@ -370,6 +370,8 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
                 raise ConfigError(f"environment variable {name}: {'.'.join(path[:-1])} is not a table")
         node[path[-1]] = raw if _is_text(_annotation_at(path)) else _parse_env_value(raw)
         key_origins[path] = f"environment variable {name}"
+        for end in range(1, len(path)):  # an unknown table (MOCKSERVER_TIMEING__X) names a variable
+            key_origins.setdefault(path[:end], f"environment variable {name}")
     return Layer("environment", data, key_origins)
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 Row = dict[str, Any]
 TEST_API_KEY = "test"
 SDK_MAX_RETRIES = 2  # the SDK's own default, so retry behaviour under test is the production one
+SETTLE_SECONDS = 0.5  # how long a journal read waits for requests in flight to end
 
 
 class ServerErrors(Exception):
@@ -79,6 +80,21 @@ class RunningServer:
     def now(self) -> float | None:
         """The server's time (journal `started_at` is on it), when it can be read without a request."""
         return None if self.state is None else self.state.clock.now()
+
+    def busy(self) -> int:
+        """Requests in flight that are not asleep on a fake clock (0 for an external server)."""
+        if self.server is None:
+            return 0
+        clock = self.clock
+        return self.server.requests_in_flight - (0 if clock is None else clock.pending_sleepers)
+
+    def settle(self, limit: float = SETTLE_SECONDS) -> int:
+        """Wait up to `limit` seconds for requests in flight to end, so a request whose client just
+        gave up (a timeout, a dropped stream) is in the journal; returns how many are still busy."""
+        deadline = time.monotonic() + limit
+        while (busy := self.busy()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return busy
 
     def take_errors(self) -> list[BaseException]:
         """Exceptions the server swallowed since the last call (it answered those requests with 500)."""
@@ -181,7 +197,11 @@ class MockServerHandle:
             self.running.admin.configure(self._layer)
 
     def requests(self, **filters: Any) -> list[Row]:
-        """This test's journal rows, oldest first; filters as the admin API (speed="fast", status="4xx")."""
+        """This test's journal rows, oldest first; filters as the admin API (speed="fast", status="4xx").
+
+        A request is journalled when it ends, which for one whose client gave up is a few ms after
+        the client saw it fail: in-process, this waits (up to 0.5 s) for requests in flight to end."""
+        self.running.settle()
         rows = self.running.admin.requests(**filters)
         if self._since is not None:
             # A request a previous test abandoned can land in the journal after the reset; it started
@@ -192,7 +212,9 @@ class MockServerHandle:
     def last_request(self, **filters: Any) -> Row:
         rows = self.requests(**filters)
         if not rows:
-            raise AssertionError(f"mockserver received no request matching {filters or 'anything'}")
+            busy = self.running.busy()
+            still = f" ({busy} request(s) still in flight, journalled when they end)" if busy else ""
+            raise AssertionError(f"mockserver received no request matching {filters or 'anything'}{still}")
         return rows[-1]
 
     def clear_requests(self) -> None:

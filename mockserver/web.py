@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from mockserver.clock import Clock
 from mockserver.errors import APIError, RequestTooLargeError
 from mockserver.ids import request_id
 
@@ -55,6 +57,32 @@ async def read_body(request: Request, limit: int) -> bytes:
             request._body = body
             return body
         chunks.append(chunk)
+
+
+async def sleep_unless_hung_up(request: Request, clock: Clock, seconds: float) -> None:
+    """Sleep `seconds` on `clock` before answering, or raise `ClientDisconnect` as soon as the client
+    hangs up (its body already read): a reply nobody waits for would hold its task, a test's
+    journal row and the server's shutdown until the sleep ended."""
+    if seconds <= 0:
+        return
+    sleeping = asyncio.ensure_future(clock.sleep(seconds))
+    hung_up = asyncio.ensure_future(_hang_up(request))
+    try:
+        await asyncio.wait((sleeping, hung_up), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        pending = [task for task in (sleeping, hung_up) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)  # so a fake clock no longer counts the sleeper
+    if sleeping.cancelled():
+        raise ClientDisconnect()
+    sleeping.result()
+
+
+async def _hang_up(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass  # more body after a complete one cannot come; a server would send nothing else
 
 
 async def _read_streamed(request: Request, limit: int) -> bytes:

@@ -1,6 +1,6 @@
 """What each chaos fault raises in the installed `anthropic` SDK: prints a markdown table.
 
-The README's chaos table names the exception per SDK; this is how those names were read. Run it in a
+The table in docs/chaos.md names the exception per SDK; this is how those names were read. Run it in a
 virtualenv with mockserver and the SDK version to check (any 0.x, 1.x or 2.x):
 
     python -m venv /tmp/sdk0 && /tmp/sdk0/bin/pip install -e . 'anthropic==0.121.0'

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from mockserver.admin_client import AdminClient, AdminError
+from mockserver.clock import FakeClock
 
 FAST_BETA = "fast-mode-2026-02-01"
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -125,6 +126,31 @@ def test_latency_before_the_first_byte_trips_a_read_timeout(start_server):
     started = time.monotonic()
     ask(relaxed)
     assert time.monotonic() - started >= 2.0
+
+
+def wait_for(condition, what, limit=10.0):
+    deadline = time.monotonic() + limit  # a bound for a broken build, not a timing assertion
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"faults": [{"name": "slow", "kind": "latency", "latency_seconds": 3600}]},
+        {"timing": {"pace_non_streaming": True}},  # the reply waits its generation time
+    ],
+    ids=["latency fault", "paced reply"],
+)
+def test_a_request_whose_client_hangs_up_stops_waiting_and_is_recorded(start_server, overrides):
+    # On a clock nobody moves the wait would never end: the server must notice the client left.
+    server = start_server(clock=FakeClock(), **overrides)
+    with pytest.raises(anthropic.APIConnectionError):  # APITimeoutError, or its parent under load
+        ask(client_for(server, timeout=0.5))
+    wait_for(lambda: server.requests_in_flight == 0, "the abandoned request to end")
+    assert [(row["status"], row["path"]) for row in journal(server)] == [(499, "/v1/messages")]
+    assert server.state.clock.pending_sleepers == 0
 
 
 def test_reset_is_a_connection_error_and_is_retried(start_server):

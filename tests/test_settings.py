@@ -219,3 +219,16 @@ def test_settings_numbers_are_finite(value):
         load_settings(environ={"MOCKSERVER_TIMING__TIME_SCALE": value})
     with pytest.raises(ConfigError, match=r"setting 'pricing.fast_multiplier' .*finite"):
         load_settings(overrides={"pricing": {"fast_multiplier": float(value)}})
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("MOCKSERVER_TIMEING__TIME_SCALE", "'timeing'"),
+        ("MOCKSERVER_TIMING__TIME_SCALEE", "'timing.time_scalee'"),
+    ],
+)
+def test_a_misspelled_environment_variable_is_named(name, where):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={name: "3"})
+    assert f"setting {where} from environment variable {name}: unknown setting" in str(caught.value)

@@ -41,7 +41,7 @@ from mockserver.validation import (
     parse_messages_request,
     read_caller,
 )
-from mockserver.web import json_response, new_request_id, raw_header, read_body
+from mockserver.web import json_response, new_request_id, raw_header, read_body, sleep_unless_hung_up
 
 SSE_HEADERS = {"cache-control": "no-cache"}
 # What a request that neither reads nor writes the cache gets (most); read only, never changed.
@@ -132,7 +132,7 @@ async def _respond(
         return _streamed(request, state, record, reply, mid, chosen, ticket, stream_fault)
     if not instant:
         try:
-            await state.clock.sleep(generation_seconds(reply, runtime, chosen.model))
+            await sleep_unless_hung_up(request, state.clock, generation_seconds(reply, runtime, chosen.model))
         finally:
             await settle(state, ticket, reply.usage.output_tokens)
     return json_response(request, reply.message(mid, record.usage), raw_headers=ticket.raw_headers)
@@ -220,7 +220,8 @@ async def _apply_http_fault(
             limits = await current_headers(state, org, chosen.speed, model_class(chosen.model))
         raise http_error(fault, state.clock.now(), limits)
     if fault.kind == "latency":
-        await state.clock.sleep(latency(fault, state.runtime.settings.seed, fired.seen))
+        delay = latency(fault, state.runtime.settings.seed, fired.seen)
+        await sleep_unless_hung_up(request, state.clock, delay)
     elif fault.kind == "reset":
         drop_connection(request.scope)
     elif fault.kind == "degrade_speed" and chosen.speed == "fast":

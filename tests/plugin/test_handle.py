@@ -4,6 +4,7 @@ what it can show of request bodies."""
 from __future__ import annotations
 
 import anthropic
+import httpx2
 import pytest
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -46,3 +47,18 @@ def test_request_bodies_when_not_recorded_say_how_to_record_them(mockserver, ant
     ask(anthropic_client)
     with pytest.raises(AssertionError, match="does not record request bodies"):
         mockserver.request_bodies()
+
+
+def test_a_request_the_client_gave_up_on_is_in_the_journal_at_once(mockserver):
+    # The server journals a request when it ends, a few ms after the client gave up on it; the
+    # handle waits for requests in flight, so the test need not poll (it failed 2 runs in 3).
+    mockserver.admin.add_fault({"name": "stall", "kind": "stall", "after_tokens": 3, "stall_seconds": 3600})
+    client = mockserver.anthropic_client(max_retries=0, timeout=0.5)
+    for attempt in range(3):
+        with pytest.raises((anthropic.APIConnectionError, httpx2.TimeoutException)):  # by SDK version
+            with client.messages.stream(model="claude-opus-4-7", max_tokens=50, messages=HELLO) as stream:
+                for _ in stream.text_stream:
+                    pass
+        row = mockserver.last_request()
+        assert (row["status"], row["fault"]) == (200, "stall")
+        assert len(mockserver.requests()) == attempt + 1
