@@ -230,7 +230,11 @@ def run_admin(options: argparse.Namespace) -> int:
         try:
             ADMIN_ACTIONS[options.action](client, options)
         except AdminError as exc:
-            print(f"mockserver: admin: {exc}", file=sys.stderr)
+            hint = ""
+            if exc.status == 401:
+                given = "the one given is not the server's" if options.token else "none was given"
+                hint = f" ({given}: pass --token or set MOCKSERVER_ADMIN__TOKEN)"
+            print(f"mockserver: admin: {exc}{hint}", file=sys.stderr)
             return 1
         except httpx.HTTPError as exc:
             print(f"mockserver: admin: cannot reach {options.url}: {exc}", file=sys.stderr)

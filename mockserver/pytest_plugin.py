@@ -42,6 +42,15 @@ _T = TypeVar("_T")
 _PLUGIN = pytest.StashKey["_Plugin"]()
 _SERVERS = pytest.StashKey[list["RunningServer"]]()
 _CLOCK_DRIVERS = pytest.StashKey[list["ClockDriver"]]()
+_HANDLES = pytest.StashKey[list["MockServerHandle"]]()
+
+
+class UnusedRepliesWarning(pytest.PytestWarning):
+    """A passing test left scripted replies no request used: its filters (model, speed, contains,
+    a tool the request did not offer) matched nothing, so its requests got generated replies.
+    `-W error::mockserver.pytest_plugin.UnusedRepliesWarning` makes it fail the test."""
+
+
 AUTO = "auto"  # fake_clock="auto": the clock moves to the next deadline whenever every request waits
 _STALL_DEFAULT = object()  # fake_clock_stall not given: the ClockDriver's default
 
@@ -141,7 +150,25 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         from mockserver.clock_driver import FakeClockStalled
 
         raise FakeClockStalled("\n".join(stalls))
+    _warn_unused_replies(item)
     return result
+
+
+def _warn_unused_replies(item: pytest.Item) -> None:
+    import warnings
+
+    from mockserver.testing import describe_unused_replies
+
+    for handle in item.stash.get(_HANDLES, []):
+        try:
+            unused = handle.unused_replies()
+        except Exception:  # a server the test stopped or broke on purpose has nothing to say
+            continue
+        if unused:
+            # Shown at the test, not at this line of the plugin.
+            line = (item.location[1] or 0) + 1
+            warning = UnusedRepliesWarning(describe_unused_replies(unused))
+            warnings.warn_explicit(warning, UnusedRepliesWarning, str(item.path), line)
 
 
 def _clock_stalls(item: pytest.Item) -> list[str]:
@@ -433,11 +460,14 @@ def mockserver(request: pytest.FixtureRequest) -> Iterator[MockServerHandle]:
                 pytrace=False,
             )
         factory: ServerFactory = request.getfixturevalue("mockserver_factory")
-        yield _or_fail(lambda: factory.start(settings, fake_clock=fake_clock, stall=stall, origin=origin))
+        own = _or_fail(lambda: factory.start(settings, fake_clock=fake_clock, stall=stall, origin=origin))
+        request.node.stash.setdefault(_HANDLES, []).append(own)
+        yield own
         return
     running: RunningServer = request.getfixturevalue("mockserver_session")
     handle = _or_fail(lambda: _session_handle(plugin, running, settings, origin))
     _track(request.node, running)
+    request.node.stash.setdefault(_HANDLES, []).append(handle)
     yield handle
     handle.close()
 

@@ -44,6 +44,7 @@ from pydantic import (
 )
 
 from mockserver.canned import CannedReplies, CannedReply
+from mockserver.catalog import Catalog
 from mockserver.chaos import injected_error
 from mockserver.errors import APIError, InvalidRequestError, StoreUnavailable
 from mockserver.fastmode import Route
@@ -306,17 +307,31 @@ def _left(row: Mapping[str, Any], used: Any) -> int | None:
 # The admin API.
 
 
-def parse_entries(data: Mapping[str, Any]) -> list[ScriptEntry]:
-    """One entry, or `{"replies": [...]}` for several in order; errors name the field."""
+def parse_entries(data: Mapping[str, Any], catalog: Catalog) -> list[ScriptEntry]:
+    """One entry, or `{"replies": [...]}` for several in order; errors name the field. A `model`
+    filter must name a model of `catalog`: one that names none would never match, silently."""
     if "replies" not in data:
-        return [_parse(data, None)]
+        return [_known_model(_parse(data, None), None, catalog)]
     listed = data["replies"]
     if set(data) != {"replies"}:
         extra = sorted(set(data) - {"replies"})[0]
         raise InvalidRequestError(f"{extra}: give either one reply or {{'replies': [...]}}, not both")
     if not isinstance(listed, list) or not listed:
         raise InvalidRequestError("replies: expected a non-empty list of replies")
-    return [_parse(item, f"replies.{i}") for i, item in enumerate(listed)]
+    return [
+        _known_model(_parse(item, f"replies.{i}"), f"replies.{i}", catalog) for i, item in enumerate(listed)
+    ]
+
+
+def _known_model(entry: ScriptEntry, where: str | None, catalog: Catalog) -> ScriptEntry:
+    if entry.model is None or catalog.resolve(entry.model) is not None:
+        return entry
+    field = "model" if where is None else f"{where}.model"
+    known = ", ".join(model.id for model in catalog.newest_first())
+    raise InvalidRequestError(
+        f"{field}: this server has no model {entry.model!r}, so no request would match; "
+        f"its models are {known} (or their aliases)"
+    )
 
 
 # An entry validated under the name of where it stands, so that errors start with it: "replies.2.text:

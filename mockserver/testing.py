@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -310,6 +310,20 @@ class MockServerHandle:
     def clear_replies(self) -> int:
         return self.running.admin.clear_replies()
 
+    def unused_replies(self) -> list[Row]:
+        """Scripted replies left over: uses left of a counted one, or an unlimited one never used."""
+        return [
+            row
+            for row in self.scripted_replies()
+            if (row["remaining"] or 0) > 0 or (row["remaining"] is None and not row["used"])
+        ]
+
+    def assert_replies_used(self) -> None:
+        """Fail unless every scripted reply was used (the plugin only warns, after a passing test)."""
+        unused = self.unused_replies()
+        if unused:
+            raise AssertionError(describe_unused_replies(unused))
+
     def assert_requests(self, count: int | None = None, **fields: Any) -> list[Row]:
         """This test's requests whose journal fields equal `fields` (model=..., speed="fast",
         status=200, stream=True, scripted=True, ...): exactly `count` of them, or at least one."""
@@ -559,3 +573,32 @@ def describe_server_errors(errors: list[BaseException], where: str) -> str:
     parts = [f"mockserver at {where} also raised {len(errors)} unexpected exception(s) (HTTP 500):"]
     parts += ["".join(traceback.format_exception(error)) for error in errors]
     return "\n".join(parts)
+
+
+def describe_unused_replies(rows: Sequence[Row]) -> str:
+    """What was scripted and never taken, and the likely reasons, for a warning or a failure."""
+    shown = "; ".join(_scripted_summary(row) for row in rows[:3])
+    more = f"; and {len(rows) - 3} more" if len(rows) > 3 else ""
+    return (
+        f"{len(rows)} scripted repl{'y was' if len(rows) == 1 else 'ies were'} not used up: {shown}{more}. "
+        "No request matched them (their model/speed/contains filters, or a tool_use for a tool the "
+        "request did not offer), or fewer requests came than scripted; mockserver.requests() shows "
+        "what came"
+    )
+
+
+def _scripted_summary(row: Row) -> str:
+    if row.get("error") is not None:
+        what = f"error {row['error'].get('status')}"
+    elif row.get("tool_use") is not None:
+        what = f"tool_use {row['tool_use'].get('name')!r}"
+    else:
+        what = f"text {_clip(str(row.get('text')))!r}"
+    filters = [f"{key}={row[key]!r}" for key in ("model", "speed", "contains") if row.get(key) is not None]
+    times = "every request" if row.get("times") in (None, 0) else f"{row['times']}x"
+    where = f" for {', '.join(filters)}" if filters else ""
+    return f"{what}{where} ({times}, used {row.get('used', 0)})"
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -340,6 +340,21 @@ def test_admin_usage_reports_tokens_and_cost_within_bounds(start_server):
     assert bad.status == 2 and "'yesterday' is neither epoch seconds nor an ISO 8601 time" in bad.stderr
 
 
+def test_admin_without_the_servers_token_says_how_to_give_it(start_server):
+    server = start_server(admin={"token": "s3cret"})
+    env = {k: v for k, v in os.environ.items() if k != "MOCKSERVER_ADMIN__TOKEN"}
+    missing = run_to_the_end([*ADMIN, "--url", server.url, "faults"], env=env)
+    assert missing.status == 1
+    assert (
+        "401" in missing.stderr
+        and "(none was given: pass --token or set MOCKSERVER_ADMIN__TOKEN)" in missing.stderr
+    )
+    wrong = run_to_the_end([*ADMIN, "--url", server.url, "--token", "guess", "faults"], env=env)
+    assert wrong.status == 1 and "(the one given is not the server's: pass --token" in wrong.stderr
+    right = run_to_the_end([*ADMIN, "--url", server.url, "--token", "s3cret", "faults"], env=env)
+    assert right.status == 0, right.stderr
+
+
 def test_admin_help_says_where_url_and_token_come_from():
     ended = run_to_the_end([*ADMIN, "--help"])
     assert ended.status == 0

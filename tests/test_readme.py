@@ -40,7 +40,8 @@ def python_blocks() -> list[tuple[str, str]]:
 
 
 BLOCKS = python_blocks()
-TEST_MODULES = [(where, code) for where, code in BLOCKS if re.search(r"^def test_", code, re.MULTILINE)]
+TEST_DEF = re.compile(r"^(?:async )?def test_", re.MULTILINE)
+TEST_MODULES = [(where, code) for where, code in BLOCKS if TEST_DEF.search(code)]
 SCRIPTS = [(where, code) for where, code in BLOCKS if (where, code) not in TEST_MODULES]
 
 
@@ -74,6 +75,6 @@ def test_test_examples_pass_under_the_plugin(pytester: pytest.Pytester, monkeypa
         monkeypatch.delenv(name, raising=False)
     for index, (where, code) in enumerate(TEST_MODULES):
         pytester.makepyfile(**{f"test_example_{index}": f"# {where}\n{code}"})
-    expected = sum(len(re.findall(r"^def test_", code, re.MULTILINE)) for _, code in TEST_MODULES)
+    expected = sum(len(TEST_DEF.findall(code)) for _, code in TEST_MODULES)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=300)
     result.assert_outcomes(passed=expected)

@@ -189,7 +189,7 @@ async def create_replies(request: Request) -> Response:
     """Queue scripted responses: one entry, or `{"replies": [...]}` answered in that order."""
     state = authorize(request)
     entries = scripted.parse_entries(
-        parse_json(await read_body(request, state.runtime.settings.max_body_bytes))
+        parse_json(await read_body(request, state.runtime.settings.max_body_bytes)), state.runtime.catalog
     )
     return json_response(request, {"data": await scripted.add(state, entries)}, status=201)
 

@@ -18,6 +18,8 @@ WEATHER_TOOL = {
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 
+pytest_plugins = ["pytester"]
+
 redis_server = redis_server_fixture(scope="module")
 
 
@@ -181,3 +183,65 @@ def test_a_sequence_on_a_redis_server_shared_by_two_workers_is_taken_once(
     assert scripted == sorted(f"Burst {n}." for n in range(16))
     first.assert_requests(count=20, scripted=True)  # the journal is shared too
     assert all(entry["remaining"] == 0 for entry in first.scripted_replies())
+
+
+def test_a_model_filter_naming_no_model_is_refused(mockserver):
+    from mockserver.admin_client import AdminError
+
+    with pytest.raises(AdminError) as caught:
+        mockserver.reply("never", model="claude-opus-9")
+    assert caught.value.status == 400
+    assert (
+        "model: this server has no model 'claude-opus-9', so no request would match" in caught.value.message
+    )
+    with pytest.raises(AdminError, match=r"replies\.1\.model: this server has no model 'opus'"):
+        mockserver.reply_sequence(["a", {"text": "b", "model": "opus"}])
+    assert mockserver.scripted_replies() == []  # nothing of a refused batch is queued
+    mockserver.reply("aliases match", model="claude-opus-4-7")
+    mockserver.clear_replies()
+
+
+def test_assert_replies_used_names_what_no_request_took(mockserver, anthropic_client):
+    mockserver.reply("for a fast request", speed="fast")
+    mockserver.reply("for the weather", tool_use={"name": "get_weather", "input": {"city": "Paris"}})
+    ask(anthropic_client)  # standard speed and no tools: neither matches
+    with pytest.raises(AssertionError) as caught:
+        mockserver.assert_replies_used()
+    message = str(caught.value)
+    assert message.startswith(
+        "2 scripted replies were not used up: text 'for a fast request' for speed='fast'"
+    )
+    assert "tool_use 'get_weather' (1x, used 0)" in message
+    mockserver.clear_replies()
+    mockserver.assert_replies_used()
+
+
+UNUSED = """
+def test_unused(mockserver, anthropic_client):
+    mockserver.reply("for fast requests", speed="fast")
+    anthropic_client.messages.create(
+        model="claude-opus-4-7", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]
+    )
+
+def test_used(mockserver, anthropic_client):
+    mockserver.reply("taken")
+    anthropic_client.messages.create(
+        model="claude-opus-4-7", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]
+    )
+"""
+
+
+def test_a_passing_test_that_left_replies_unused_gets_a_warning(pytester):
+    pytester.makepyfile(test_unused=UNUSED)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "timeout", "--timeout=60")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_unused*",
+            "*UnusedRepliesWarning: 1 scripted reply was not used up: text 'for fast requests'*",
+        ]
+    )
+    strict = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "error::mockserver.pytest_plugin.UnusedRepliesWarning"
+    )
+    strict.assert_outcomes(passed=1, failed=1)
