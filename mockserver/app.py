@@ -111,6 +111,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     # The hot path skips Starlette; an endpoint listed here must also stay in `routes` (405s, docs).
     direct = {("POST", "/v1/messages"): messages.create_message}
     app.direct = DirectRoutes(direct, handled, _unexpected, recorder)
+    # `/v1/messages/` is a 404 envelope, as from the API, not a 307 to the path without the slash.
+    app.router.redirect_slashes = False
     app.state.mock = state
     return app
 

@@ -17,7 +17,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from mockserver.chaos import ConnectionDropped
-from mockserver.recording import Recorder, StreamTracker, read_response_headers, status_after
+from mockserver.recording import (
+    Recorder,
+    StreamTracker,
+    connection_lost_seen,
+    read_response_headers,
+    status_after,
+)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Handler = Callable[[Request, Exception], Awaitable[Response]]
@@ -65,6 +71,7 @@ class DirectRoutes:
             await response(scope, receive, send)
         except (ConnectionDropped, ClientDisconnect) as exc:
             record.status = status_after(record, exc)
+            await connection_lost_seen(exc)
         except Exception as exc:
             # As Starlette's ServerErrorMiddleware: the app's handler logs it and answers 500 if no
             # response has started; then it goes on to the server's log.

@@ -372,7 +372,9 @@ class _Generator:
         first = -(-low // step) * step
         last = high // step * step
         if first > last:
-            return first  # no multiple in range; validation says so
+            # No multiple in range (or none that fits in 64 bits, which is all orjson writes): a
+            # bound it can write, and validation names the keyword it breaks.
+            return max(-_INT_LIMIT, min(_INT_LIMIT, first))
         for _ in range(ATTEMPTS):
             value = first + step * self.rng.randint(0, (last - first) // step)
             if _is_multiple(value, schema.get("multipleOf")):

@@ -77,6 +77,10 @@ def _problem(canonical: bytes) -> str | None:
     schema = orjson.loads(canonical)
     if deeper_than(schema, MAX_NESTING):  # before anything recurses through it
         return f"JSON schema is nested more than {MAX_NESTING} levels deep"
+    dialect = schema.get("$schema")
+    if dialect is not None and not isinstance(dialect, str):  # validator_for would look it up as a URI
+        shown = _shorten(orjson.dumps(dialect).decode(), 60)
+        return f"JSON schema is invalid at $schema: expected a meta-schema URI (a string), got {shown}"
     try:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:

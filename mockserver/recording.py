@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -47,6 +48,14 @@ def drop_connection(scope: Scope) -> None:
         raise InternalServerError(NO_TRANSPORT)
     transport.abort()
     raise ConnectionDropped
+
+
+async def connection_lost_seen(exc: BaseException) -> None:
+    """After a reset, let the server see the connection lost before the app returns: uvicorn logs
+    "ASGI callable returned without starting response" as an error for an app that returns without
+    answering a client it still thinks is there (the abort's callback runs on the loop's next pass)."""
+    if isinstance(exc, ConnectionDropped):
+        await asyncio.sleep(0)
 
 
 class Recorder:
@@ -176,6 +185,7 @@ class RecordingMiddleware:
             await self.app(scope, receive, tracking_send)
         except (ConnectionDropped, ClientDisconnect) as exc:
             record.status = status_after(record, exc)
+            await connection_lost_seen(exc)
         except BaseException as exc:
             record.status = status_after(record, exc)
             raise

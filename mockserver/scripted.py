@@ -49,6 +49,7 @@ from mockserver.chaos import injected_error
 from mockserver.errors import APIError, InvalidRequestError, StoreUnavailable
 from mockserver.fastmode import Route
 from mockserver.journal import RequestRecord
+from mockserver.schema import FreeObject
 from mockserver.validation import describe
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class ToolUse(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
-    input: dict[str, Any] | None = None  # None: generated from the tool's input_schema
+    input: FreeObject | None = None  # None: generated from the tool's input_schema; nesting as a request's
 
 
 def _header_name(name: str) -> str:

@@ -571,9 +571,23 @@ def test_an_unused_tool_with_an_unanswerable_schema_does_not_matter(client):
     assert [block.type for block in message.content] == ["text"] and message.stop_reason != "tool_use"
 
 
-def test_a_batch_request_with_an_unanswerable_schema_ends_errored(client):
+BEYOND_64_BITS = {  # every multiple of 1e20 but 0 is an integer orjson cannot write: was a 500
+    "type": "object",
+    "properties": {"a": {"type": "integer", "multipleOf": 1e20, "minimum": 1}},
+    "required": ["a"],
+}
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        (UNANSWERABLE, "tools.0.input_schema: minLength at properties/code"),
+        (BEYOND_64_BITS, "tools.0.input_schema: multipleOf at properties/a"),
+    ],
+)
+def test_a_batch_request_with_an_unanswerable_schema_ends_errored(client, schema, expected):
     good = {"model": MODEL, "max_tokens": 100, "messages": HELLO}
-    bad = {**good, "tools": [{"name": "f", "input_schema": UNANSWERABLE}], "tool_choice": {"type": "any"}}
+    bad = {**good, "tools": [{"name": "f", "input_schema": schema}], "tool_choice": {"type": "any"}}
     batches = client.messages.batches
     created = batches.create(
         requests=[{"custom_id": "good", "params": good}, {"custom_id": "bad", "params": bad}]
@@ -587,7 +601,7 @@ def test_a_batch_request_with_an_unanswerable_schema_ends_errored(client):
     assert results["good"].type == "succeeded"
     assert results["bad"].type == "errored"
     assert results["bad"].error.error.type == "invalid_request_error"
-    assert results["bad"].error.error.message.startswith("tools.0.input_schema: minLength at properties/code")
+    assert results["bad"].error.error.message.startswith(expected)
 
 
 # A property: for schemas built from the keywords above, a reply's value validates, or the request

@@ -146,6 +146,17 @@ def test_route_and_method_errors_use_the_envelope(server):
     wrong = httpx.get(f"{server.url}/v1/messages", headers=_headers())
     assert wrong.status_code == 405 and wrong.json()["type"] == "error"
     assert wrong.headers["request-id"].startswith("req_")
+    for method, path in (
+        ("POST", "/v1/messages/"),
+        ("DELETE", "/_admin/faults/"),
+        ("GET", "/_admin/requests/"),
+    ):
+        slashed = httpx.request(method, f"{server.url}{path}", headers=_headers(), json={})
+        assert slashed.status_code == 404, (path, slashed.status_code)  # was a 307 with an empty body
+        assert slashed.json()["error"] == {
+            "type": "not_found_error",
+            "message": f"Not found: {method} {path}",
+        }
 
 
 def test_body_over_32_mb_is_413(client):
@@ -377,6 +388,15 @@ def _headers(version: str = "2023-06-01") -> dict[str, str]:
         {"type": "object", "properties": {"a": {"$ref": 5}}},
         {"type": "object", "properties": {"a": {"type": "string", "minLength": "3"}}},
         {"type": "object", "properties": {"a": {"type": "string", "minLength": 10**9}}},
+        # jsonschema looked these up as URIs: a 500, also in count_tokens and batches
+        {"$schema": 5, "type": "object"},
+        {"$schema": ["x"], "type": "object"},
+        {"$schema": {}, "type": "object"},
+        {
+            "type": "object",
+            "properties": {"a": {"type": "integer", "multipleOf": 1e20, "minimum": 1}},
+            "required": ["a"],
+        },
     ],
 )
 def test_invalid_or_unanswerable_tool_schemas_are_a_400(client, schema):

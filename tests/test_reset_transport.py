@@ -116,3 +116,21 @@ def test_reset_on_a_server_without_the_transport_says_why(caplog, protocol):
     assert len(errors) == 1 and isinstance(errors[0], InternalServerError)
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "mockserver"]
     assert sum("reset faults need mockserver's own HTTP server" in message for message in logged) == 2
+
+
+@pytest.mark.parametrize("protocol", ["mockserver", "h11"])
+def test_a_reset_logs_no_error(caplog, protocol):
+    # uvicorn logged "ASGI callable returned without starting response" for every reset: the app
+    # returned before the server had seen the connection it aborted go.
+    app = create_app(make_settings())
+    config = {"http": H11ProtocolWithTransport} if protocol == "h11" else {}
+    uvicorn_log = logging.getLogger("uvicorn")  # uvicorn's config keeps it from propagating to caplog
+    with caplog.at_level(logging.WARNING), uvicorn_server(app, **config) as (url, _):
+        uvicorn_log.addHandler(caplog.handler)  # once the server has configured its logging
+        try:
+            for _ in range(3):
+                with pytest.raises(anthropic.APIConnectionError):
+                    create_with(url, "reset")
+        finally:
+            uvicorn_log.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

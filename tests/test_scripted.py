@@ -31,6 +31,13 @@ def running(start_server):
     client.close()
 
 
+def nested(depth):
+    value = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 def scripted_429(headers):
     return {"error": {"status": 429, "headers": headers}}
 
@@ -108,6 +115,10 @@ def test_an_empty_script_costs_no_store_call_per_request(running, monkeypatch):
             {"error": {"status": 429, "retry_after": "inf"}},
             "error.retry_after: Input should be a finite number",
         ),
+        # As deep as a request's tool input may be: deeper was stored, then a 500 on every request.
+        ({"tool_use": {"name": "f", "input": nested(129)}}, "tool_use.input: JSON nested more than 128"),
+        ({"tool_use": {"name": "f", "input": nested(600)}}, "tool_use.input: JSON nested more than 128"),
+        ({"text": "a", "model": "claude-opus-9"}, "model: this server has no model 'claude-opus-9'"),
     ],
 )
 def test_a_bad_entry_is_a_400_naming_the_field_and_queues_nothing(running, body, words):
