@@ -108,6 +108,15 @@ def test_an_empty_script_costs_no_store_call_per_request(running, monkeypatch):
             {"error": {"status": 429, "retry_after": "inf"}},
             "error.retry_after: Input should be a finite number",
         ),
+        # Bounded as a fault's is: 1e308 went out as a 309-digit retry-after header.
+        (
+            {"error": {"status": 429, "retry_after": 1e308}},
+            "error.retry_after: Input should be less than or equal to 86400",
+        ),
+        (
+            {"replies": [{"error": {"status": 503, "retry_after": 86400.5}}]},
+            "replies.0.error.retry_after: Input should be less than or equal to 86400",
+        ),
     ],
 )
 def test_a_bad_entry_is_a_400_naming_the_field_and_queues_nothing(running, body, words):
