@@ -145,7 +145,8 @@ def injected_error(
     if retry_after is not None:
         sent["retry-after"] = str(math.ceil(retry_after))
     if retry_after_ms is not None:
-        sent["retry-after-ms"] = f"{retry_after_ms:g}"
+        # Not :g, whose six digits sent 86400000 as 8.64e+07 and 1234567 as 1.23457e+06.
+        sent["retry-after-ms"] = f"{retry_after_ms:.15g}"
     if should_retry is not None:
         sent["x-should-retry"] = "true" if should_retry else "false"
     if rate_limit_headers:
@@ -158,17 +159,20 @@ def injected_error(
     return api_error_for_status(status, text, headers=sent, error_type=error_type)
 
 
-def header_fault(value: str, known: list[Fault], retry_count: str | None) -> Fired | None:
+def header_fault(
+    value: str, known: list[Fault], retry_count: str | None, target: Target, *, seed: int, now: float
+) -> Fired | None:
     """The fault a request's `x-mockserver-fault` header asks for, if it fires on this attempt.
 
-    `retry_count` is the `x-stainless-retry-count` header: attempt n of a logical request is its
-    (n+1)-th, and a fault with `count: N` fires on attempts 0..N-1. A client that sends no retry
-    count (curl, another SDK) is always on attempt 0."""
+    It targets and keeps its window as any fault does (`matches`, `fires`); only what counts as
+    "seen" differs. `retry_count` is the `x-stainless-retry-count` header: attempt n of a logical
+    request is its (n+1)-th, and a fault with `count: N` fires on attempts 0..N-1. A client that
+    sends no retry count (curl, another SDK) is always on attempt 0."""
     fault = _from_header(value, known)
-    attempt = attempt_number(retry_count)
-    if fault.count is not None and attempt >= fault.count:
+    if not matches(fault, target):
         return None
-    return Fired(fault, attempt + 1)
+    seen = attempt_number(retry_count) + 1
+    return Fired(fault, seen) if fires(fault, seen, seed=seed, now=now) else None
 
 
 def attempt_number(retry_count: str | None) -> int:
@@ -189,7 +193,8 @@ def _from_header(value: str, known: list[Fault]) -> Fault:
     if not stripped.startswith("{"):
         for fault in known:
             if fault.name == stripped:
-                # Forced by name: a trigger over the server's stream of requests does not apply.
+                # A trigger over the server's stream of requests has no meaning for one request;
+                # its targets and window still apply.
                 return fault.model_copy(update={"every": None, "probability": None})
         raise InvalidRequestError(f"{FAULT_HEADER}: no fault named {stripped!r}")
     data = parse_json(stripped, what=f"the {FAULT_HEADER} header")

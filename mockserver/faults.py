@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Kinds that act on the HTTP exchange before any byte of the reply ...
 HTTP_KINDS = ("http_error", "latency", "reset", "fast_outage", "degrade_speed")
@@ -29,6 +29,10 @@ Kind = Literal[
     "truncate",
     "malformed",
 ]
+
+# A day: a wait beyond it tests no client, and 1e308 made a 309-digit retry-after header.
+MAX_RETRY_AFTER = 86_400.0
+MAX_RETRY_AFTER_MS = MAX_RETRY_AFTER * 1000
 
 
 class Fault(BaseModel):
@@ -55,18 +59,29 @@ class Fault(BaseModel):
     error_type: str | None = None
     message: str | None = None
     # Sent as headers: finite (math.ceil of infinity was a 500, "inf" a header no client reads).
-    retry_after: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    retry_after_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    retry_after: float | None = Field(default=None, ge=0, le=MAX_RETRY_AFTER, allow_inf_nan=False)
+    retry_after_ms: float | None = Field(default=None, ge=0, le=MAX_RETRY_AFTER_MS, allow_inf_nan=False)
     should_retry: bool | None = None
     latency_seconds: float = Field(default=1.0, ge=0, le=3600)
     latency_distribution: Literal["fixed", "uniform", "exponential"] = "fixed"
     after_tokens: int = Field(default=10, ge=0)  # stream kinds: how far into the reply
     stall_seconds: float = Field(default=30.0, ge=0, le=3600)
 
+    @field_validator("end_at")
+    @classmethod
+    def _window_not_empty(cls, end_at: float | None, info: ValidationInfo) -> float | None:
+        # [start_at, end_at) with end_at <= start_at holds no instant: the fault could never fire.
+        start_at = info.data.get("start_at")
+        if end_at is not None and start_at is not None and end_at <= start_at:
+            raise ValueError(f"must be later than start_at ({start_at}); the window would be empty")
+        return end_at
+
     @model_validator(mode="after")
     def _one_trigger(self) -> Fault:
-        triggers = [self.probability, self.count, self.every, self.start_at or self.end_at]
-        if sum(t is not None for t in triggers) > 1:
+        # `is not None`, not truthiness: start_at 0 (the epoch) is a window like any other.
+        window = self.start_at is not None or self.end_at is not None
+        triggers = [self.probability is not None, self.count is not None, self.every is not None, window]
+        if sum(triggers) > 1:
             raise ValueError("give at most one trigger: probability, count, every, or start_at/end_at")
         if self.kind == "fast_outage" and self.speed == "standard":
             raise ValueError("a fast_outage only affects fast requests; drop speed or set it to 'fast'")

@@ -48,6 +48,7 @@ from mockserver.catalog import Catalog
 from mockserver.chaos import injected_error
 from mockserver.errors import APIError, InvalidRequestError, StoreUnavailable
 from mockserver.fastmode import Route
+from mockserver.faults import MAX_RETRY_AFTER
 from mockserver.journal import RequestRecord
 from mockserver.schema import FreeObject
 from mockserver.validation import describe
@@ -108,7 +109,8 @@ class ScriptedError(BaseModel):
     status: int = Field(ge=400, le=599)
     type: str | None = None  # error.type; None: the status's own (429 rate_limit_error, ...)
     message: str | None = None
-    retry_after: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # seconds
+    # Seconds, bounded as a fault's are (a day): 1e308 was a 309-digit retry-after header.
+    retry_after: float | None = Field(default=None, ge=0, le=MAX_RETRY_AFTER, allow_inf_nan=False)
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)  # e.g. retry-after-ms
 
 

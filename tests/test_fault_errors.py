@@ -183,8 +183,8 @@ def test_a_client_without_a_retry_count_is_always_on_its_first_attempt(start_ser
 
 
 def test_a_named_fault_in_the_header_honours_its_count(start_server):
-    # Aimed at a model the requests below do not use, so it fires only through the header.
-    named = {"name": "flaky", "kind": "http_error", "status": 529, "count": 1, "model": "claude-haiku-4-5"}
+    # Every attempt carries the header, so the fault's count is only ever the header's, by attempt.
+    named = {"name": "flaky", "kind": "http_error", "status": 529, "count": 1, "model": "claude-opus-4-7"}
     server = start_server(faults=[named])
     client = anthropic.Anthropic(api_key="sk-faults", base_url=server.url, max_retries=1)
     assert ask(client, fault="flaky").usage.output_tokens == 20
@@ -232,3 +232,136 @@ def test_a_fault_number_must_be_finite(server, field, value):
     assert created.status_code == 400, created.text
     assert created.json()["error"]["message"] == f"{field}: Input should be a finite number"
     assert server.state.server_errors == []
+
+
+def post_with_fault(server, fault, *, speed="standard", stream=False):
+    """A request by httpx (streams read to the end) with `fault` in the header; its journal row."""
+    headers = {
+        "x-api-key": "sk-targets",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": FAST_BETA,
+        FAULT: fault if isinstance(fault, str) else json.dumps(fault),
+    }
+    body = {"model": "claude-opus-4-7", "max_tokens": 5, "messages": HELLO, "speed": speed, "stream": stream}
+    response = httpx.post(f"{server.url}/v1/messages", json=body, headers=headers)
+    return response, journal(server)[-1]
+
+
+NOT_TARGETED = [
+    pytest.param({"kind": "fast_outage"}, "standard", False, id="fast_outage-on-standard"),
+    pytest.param({"kind": "http_error", "status": 503, "end_at": 1}, "standard", False, id="window-ended"),
+    pytest.param(
+        {"kind": "http_error", "status": 503, "start_at": 4102444800}, "standard", False, id="window-ahead"
+    ),
+    pytest.param(
+        {"kind": "http_error", "status": 503, "model": "claude-haiku-4-5"}, "standard", False, id="model"
+    ),
+    pytest.param({"kind": "http_error", "status": 503, "speed": "fast"}, "standard", False, id="speed-fast"),
+    pytest.param(
+        {"kind": "http_error", "status": 503, "speed": "standard"}, "fast", False, id="speed-standard"
+    ),
+    pytest.param(
+        {"kind": "http_error", "status": 503, "path": "/v1/messages/batches"}, "standard", False, id="path"
+    ),
+    pytest.param({"kind": "http_error", "status": 503, "stream": True}, "standard", False, id="stream-true"),
+    pytest.param({"kind": "http_error", "status": 503, "stream": False}, "standard", True, id="stream-false"),
+    pytest.param(
+        {"kind": "http_error", "status": 503, "organization": "org-other"}, "standard", False, id="org"
+    ),
+    pytest.param({"kind": "stream_error"}, "standard", False, id="stream-kind-on-json"),
+]
+
+
+@pytest.mark.parametrize(("fault", "speed", "stream"), NOT_TARGETED)
+def test_a_header_fault_passes_over_a_request_it_does_not_target(server, fault, speed, stream):
+    # The header skipped matches() and the window: a fast_outage 429'd standard requests, a window
+    # that ended in 1970 still fired. It now selects as a fault added through /_admin/faults does.
+    response, row = post_with_fault(server, fault, speed=speed, stream=stream)
+    assert response.status_code == 200, response.text
+    assert row["fault"] is None
+    assert server.state.server_errors == []
+
+
+TARGETED = [
+    pytest.param({"kind": "fast_outage"}, "fast", False, 429, id="fast_outage-on-fast"),
+    pytest.param(
+        {"kind": "http_error", "status": 503, "start_at": 0, "end_at": 4102444800},
+        "standard",
+        False,
+        503,
+        id="window-open",
+    ),
+    pytest.param(
+        {"kind": "http_error", "status": 503, "model": "claude-opus-4-7"}, "standard", False, 503, id="model"
+    ),
+    pytest.param({"kind": "http_error", "status": 503, "speed": "fast"}, "fast", False, 503, id="speed"),
+    pytest.param({"kind": "http_error", "status": 503, "path": "/v1"}, "standard", False, 503, id="path"),
+    pytest.param({"kind": "http_error", "status": 503, "stream": True}, "standard", True, 503, id="stream"),
+]
+
+
+@pytest.mark.parametrize(("fault", "speed", "stream", "status"), TARGETED)
+def test_a_header_fault_fires_on_a_request_it_targets(server, fault, speed, stream, status):
+    response, row = post_with_fault(server, fault, speed=speed, stream=stream)
+    assert response.status_code == status, response.text
+    assert row["fault"] == "request-header"
+
+
+@pytest.mark.parametrize("targets", [{"model": "claude-haiku-4-5"}, {"start_at": 0, "end_at": 1}])
+def test_a_configured_fault_named_in_the_header_keeps_its_targets_and_window(start_server, targets):
+    server = start_server(faults=[{"name": "aimed", "kind": "http_error", "status": 529, **targets}])
+    response, row = post_with_fault(server, "aimed")
+    assert response.status_code == 200, response.text
+    assert row["fault"] is None
+
+
+def refusals(server, fault):
+    """The messages of the 400s that the header and /_admin/faults answer `fault` with."""
+    in_header, _ = post_with_fault(server, fault)
+    created = httpx.post(f"{server.url}/_admin/faults", json={"name": "refused", **fault})
+    assert (in_header.status_code, created.status_code) == (400, 400), (in_header.text, created.text)
+    for response in (in_header, created):
+        assert response.json()["error"]["type"] == "invalid_request_error"
+    return in_header.json()["error"]["message"], created.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("start_at", "end_at"), [(10, 5), (5, 5), (0, -1), (4102444800, 0)])
+def test_a_window_that_ends_before_it_starts_is_a_400_naming_end_at(server, start_at, end_at):
+    fault = {"kind": "http_error", "status": 503, "start_at": start_at, "end_at": end_at}
+    words = f"end_at: must be later than start_at ({float(start_at)}); the window would be empty"
+    assert refusals(server, fault) == (f"{FAULT}: {words}", words)
+    assert httpx.get(f"{server.url}/_admin/faults").json()["data"] == []
+
+
+@pytest.mark.parametrize("window", [{"start_at": 0}, {"end_at": 0}, {"start_at": 0, "end_at": 1}])
+def test_a_window_at_the_epoch_is_a_trigger_like_any_other(server, window):
+    # start_at 0 was falsy: {"count": 1, "start_at": 0} passed as a single trigger.
+    words = "give at most one trigger: probability, count, every, or start_at/end_at"
+    assert refusals(server, {"kind": "http_error", "status": 503, "count": 1, **window}) == (
+        f"{FAULT}: {words}",
+        words,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "limit"),
+    [
+        ("retry_after", 1e308, "86400"),
+        ("retry_after", 86400.5, "86400"),
+        ("retry_after_ms", 2**70, "86400000"),
+        ("retry_after_ms", 86_400_001, "86400000"),
+    ],
+)
+def test_a_retry_after_beyond_a_day_is_a_400_naming_the_field(server, field, value, limit):
+    # 1e308 went out as a 309-digit retry-after header, 2**70 ms as retry-after-ms: 1.18059e+21.
+    fault = {"kind": "http_error", "status": 529, field: value}
+    words = f"{field}: Input should be less than or equal to {limit}"
+    assert refusals(server, fault) == (f"{FAULT}: {words}", words)
+    assert server.state.server_errors == []
+
+
+def test_a_retry_after_of_a_day_is_sent_in_full(server):
+    fault = {"kind": "http_error", "status": 529, "retry_after": 86400, "retry_after_ms": 86_400_000}
+    response, _ = post_with_fault(server, fault)
+    assert response.status_code == 529
+    assert (response.headers["retry-after"], response.headers["retry-after-ms"]) == ("86400", "86400000")

@@ -119,6 +119,15 @@ def test_an_empty_script_costs_no_store_call_per_request(running, monkeypatch):
         ({"tool_use": {"name": "f", "input": nested(129)}}, "tool_use.input: JSON nested more than 128"),
         ({"tool_use": {"name": "f", "input": nested(600)}}, "tool_use.input: JSON nested more than 128"),
         ({"text": "a", "model": "claude-opus-9"}, "model: this server has no model 'claude-opus-9'"),
+        # Bounded as a fault's is: 1e308 went out as a 309-digit retry-after header.
+        (
+            {"error": {"status": 429, "retry_after": 1e308}},
+            "error.retry_after: Input should be less than or equal to 86400",
+        ),
+        (
+            {"replies": [{"error": {"status": 503, "retry_after": 86400.5}}]},
+            "replies.0.error.retry_after: Input should be less than or equal to 86400",
+        ),
     ],
 )
 def test_a_bad_entry_is_a_400_naming_the_field_and_queues_nothing(running, body, words):

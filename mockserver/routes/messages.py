@@ -200,12 +200,14 @@ async def _choose_fault(
 ) -> Fired | None:
     settings = state.runtime.settings
     faults = [*settings.faults, *state.created_faults]
-    if header is not None:
-        return header_fault(header, faults, raw_header(request.scope, _RETRY_COUNT_HEADER))
     target = Target(
         path=request.url.path, model=chosen.model.id, speed=chosen.speed, organization=org, stream=stream
     )
-    return await state.faults.choose(target, faults, seed=settings.seed, now=state.clock.now())
+    now = state.clock.now()
+    if header is not None:
+        retry_count = raw_header(request.scope, _RETRY_COUNT_HEADER)
+        return header_fault(header, faults, retry_count, target, seed=settings.seed, now=now)
+    return await state.faults.choose(target, faults, seed=settings.seed, now=now)
 
 
 async def _apply_http_fault(
