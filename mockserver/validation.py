@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -173,10 +174,21 @@ def describe(exc: ValidationError) -> str:
     """The first problem, worded like the real API: `messages.0.content: Field required`."""
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     error = min(errors, key=lambda e: (e["type"] != "missing", -len(e["loc"])))
-    path = ".".join(str(part) for part in error["loc"] if not str(part).startswith(TAG))
+    path = ".".join(str(part) for part in error["loc"] if not _not_a_field(part))
     message = "Extra inputs are not permitted" if error["type"] == "extra_forbidden" else error["msg"]
-    message = message.removeprefix("Value error, ")
+    message = _CLASS_NAMED.sub("", message.removeprefix("Value error, "))
     return f"{path}: {message}" if path else message
+
+
+# pydantic names the member of a union it tried (`TextBlock`, `list[...]`, `function-after[...]`) in
+# the path and the class it wanted in "a valid dictionary or instance of _Request": neither is a
+# name the API's caller knows. The API's own fields are snake_case.
+_UNION_MEMBER = re.compile(r"[A-Z][A-Za-z0-9]*|.*\[.*\]|str|int|float|bool")
+_CLASS_NAMED = re.compile(r" or instance of \w+")
+
+
+def _not_a_field(part: str | int) -> bool:
+    return isinstance(part, str) and (part.startswith(TAG) or _UNION_MEMBER.fullmatch(part) is not None)
 
 
 def _check_version_rules(body: MessagesBody, raw: dict[str, Any], version: str) -> None:

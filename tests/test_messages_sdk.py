@@ -118,6 +118,23 @@ def test_malformed_bodies_name_the_field(server, body, field):
     assert error["request_id"] == response.headers["request-id"]
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (  # pydantic put the union member it tried in the path: "...content.0.TextBlock.text"
+            [{"type": "document", "source": {"type": "content", "content": [{"type": "text"}]}}],
+            "messages.0.content.0.source.content.0.text: Field required",
+        ),
+        ([{"type": "image", "source": 5}], "messages.0.content.0.source: Input should be an object whose"),
+    ],
+)
+def test_messages_name_fields_not_classes(server, content, message):
+    body = {"model": "claude-opus-4-7", "max_tokens": 8, "messages": [{"role": "user", "content": content}]}
+    response = httpx.post(f"{server.url}/v1/messages", json=body, headers=_headers())
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith(message)
+
+
 def test_sampling_parameters_depend_on_api_version(server):
     body = {"model": "claude-opus-4-7", "max_tokens": 8, "messages": HELLO, "temperature": 0.5}
     old = httpx.post(f"{server.url}/v1/messages", json=body, headers=_headers(version="2023-06-01"))
