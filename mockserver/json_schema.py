@@ -444,6 +444,8 @@ class _Answerer:
             return "$ref refers back to itself without consuming the value: the schema cannot be checked"
         except Exception as exc:  # referencing's Unresolvable, wrapped by jsonschema
             ref = getattr(exc, "ref", None)
+            if ref is None:  # resolved, to something jsonschema cannot read as a schema
+                return _not_a_schema(self.schema) or "the mock cannot check a value against this schema"
             return (
                 f"$ref {ref!r} cannot be resolved; the mock follows only references within the schema (#/...)"
             )
@@ -496,6 +498,23 @@ def _pattern_place(schema: Any, pattern: str) -> tuple[str, str]:
         elif isinstance(node, list):
             stack.extend((child, _join(where, str(index))) for index, child in enumerate(node))
     return "pattern", "(root)"
+
+
+def _not_a_schema(schema: Any) -> str | None:
+    """Names the first local `$ref` that points at a value that is not a schema (`#/required`)."""
+    stack: list[tuple[Any, str]] = [(schema, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            target = resolve(ref, schema)
+            if isinstance(ref, str) and target is not None and not isinstance(target, dict | bool):
+                kind = "an array" if isinstance(target, list) else f"the value {_shorten(repr(target), 40)}"
+                return f"$ref at {where or '(root)'}: {ref!r} points at {kind}, not a schema"
+            stack.extend((value, _join(where, str(key))) for key, value in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((value, _join(where, str(i))) for i, value in reversed(list(enumerate(node))))
+    return None
 
 
 def _mentions(schema: Any, keyword: str) -> bool:

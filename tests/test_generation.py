@@ -544,6 +544,12 @@ def test_a_schema_no_value_satisfies_is_a_400_naming_the_keyword(client):
     assert caught.value.api_message.startswith(
         "output_config.format.schema: $ref 'https://example.com/x.json' cannot be resolved"
     )
+    not_a_schema = {"type": "object", "properties": {"a": {"$ref": "#/required"}}, "required": ["a"]}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        structured_output(client, not_a_schema)
+    assert caught.value.api_message == (  # was "$ref None cannot be resolved"
+        "output_config.format.schema: $ref at properties/a: '#/required' points at an array, not a schema"
+    )
 
 
 def test_a_stream_with_an_unanswerable_schema_is_a_400_before_any_event(server):
