@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 
 from mockserver.catalog import SpeedProfile
 from mockserver.events import PING_EVENT, Event, merge_deltas
-from mockserver.settings import TimingSettings
+from mockserver.settings import MAX_WAIT_SECONDS, TimingSettings
 
 Jitter = Literal["none", "uniform", "normal", "lognormal"]
 
@@ -68,7 +68,7 @@ def jittered(ttft: float, distribution: Jitter, width: float, seed: int) -> floa
     """`ttft` times a random factor of relative spread `width`, drawn from `distribution`.
 
     uniform: 1 ± width; normal: mean 1, sd width; lognormal: mean 1, log-sd width (a long right
-    tail, as real queueing delays have). Never negative.
+    tail, as real queueing delays have). Never negative, and never beyond `MAX_WAIT_SECONDS`.
     """
     if distribution == "none" or width == 0 or ttft == 0:
         return ttft
@@ -79,7 +79,9 @@ def jittered(ttft: float, distribution: Jitter, width: float, seed: int) -> floa
         factor = 1.0 + rng.gauss(0.0, width)
     else:
         factor = math.exp(rng.gauss(0.0, width) - width * width / 2)
-    return ttft * max(factor, 0.0)
+    # The cap: a wide normal draw can be many times the mean, and a TTFT no row may set should
+    # not come in through its jitter.
+    return min(ttft * max(factor, 0.0), max(ttft, MAX_WAIT_SECONDS))
 
 
 class Timed(NamedTuple):  # a tuple, not a dataclass: one is made per token of every stream

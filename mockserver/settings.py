@@ -31,6 +31,34 @@ CONFIG_FILE_ENV = "MOCKSERVER_CONFIG_FILE"
 _NOT_SETTINGS = ("MOCKSERVER_URL", CONFIG_FILE_ENV, "MOCKSERVER_WORKER_SETTINGS")
 MiB = 1024 * 1024
 
+# Bounds on the timing settings. Finite is not enough: a TTFT of 1e308 s, 1e-300 tokens a second or
+# a time_scale of 1e-300 were accepted, and every reply then waited for ever (a stream sent pings
+# for ever). Each bound is far beyond any profile a test models, so refusing past it costs nothing.
+# The longest single wait a setting models (time to first token, ping and event intervals), the
+# same cap as a fault's latency_seconds and stall_seconds.
+MAX_WAIT_SECONDS = 3_600.0
+# Output speed in tokens a second: 0.1 keeps the longest reply (64,000 tokens) to about a week of
+# modelled time, and a million a second is instant for any client.
+MIN_TOKENS_PER_SECOND = 0.1
+MAX_TOKENS_PER_SECOND = 1_000_000.0
+# time_scale divides every modelled duration: a thousandth (an hour becomes 42 days) is already as
+# slow as anything a test waits for, a million times as fast as any test needs.
+MIN_TIME_SCALE = 0.001
+MAX_TIME_SCALE = 1_000_000.0
+# ttft_jitter_width is relative (a spread of ttft_jitter_width times the TTFT): 10 is a thousand
+# per cent; pacing.jittered also keeps the jittered TTFT within MAX_WAIT_SECONDS.
+MAX_JITTER_WIDTH = 10.0
+# A batch ends 24 h after creation on the real clock whatever the time scale (batches.EXPIRES_AFTER),
+# so a batch duration beyond 24 h at the largest time_scale can only ever mean "expires"; the bound
+# keeps duration / time_scale finite (an infinite one was stored as null and broke the batch).
+MAX_BATCH_SECONDS = 86_400.0 * MAX_TIME_SCALE
+# Prices in USD per million tokens: the dearest real model costs well under $1,000, and a price
+# near the float limit made a reply's cost overflow to inf, stored as null in the usage ledger.
+MAX_PRICE_PER_MTOK = 1_000_000.0
+# Pricing multipliers (fast 6x, batch 0.5x, cache writes and reads): 1,000 keeps the largest cost
+# (MAX_PRICE_PER_MTOK times every multiplier times any reply's tokens) a finite number.
+MAX_PRICE_MULTIPLIER = 1_000.0
+
 
 class _Frozen(BaseModel):
     # Numbers are finite: `inf` has no JSON spelling to reach worker processes or the admin API, and
@@ -55,23 +83,25 @@ class ModelEntry(_Frozen):
     speed_requires_beta: bool = False
     # Takes a `fallbacks` array of its own (server-side fallback beta); others refuse one with a 400.
     fallbacks: bool = False
-    ttft_seconds: float = Field(default=1.0, ge=0)
-    output_tokens_per_second: float = Field(default=60.0, gt=0)
-    fast_multiplier: float = Field(default=2.5, gt=0)
+    ttft_seconds: float = Field(default=1.0, ge=0, le=MAX_WAIT_SECONDS)
+    output_tokens_per_second: float = Field(default=60.0, ge=MIN_TOKENS_PER_SECOND, le=MAX_TOKENS_PER_SECOND)
+    # Fast output speed = output_tokens_per_second times this: fast mode is never slower than
+    # standard, and a hundredfold is far past the real 2.5x.
+    fast_multiplier: float = Field(default=2.5, ge=1, le=100)
 
 
 class TimingSettings(_Frozen):
     # Divides every modelled duration: 10 runs a profile ten times faster with the same ratios.
-    time_scale: float = Field(default=1.0, gt=0)
+    time_scale: float = Field(default=1.0, ge=MIN_TIME_SCALE, le=MAX_TIME_SCALE)
     # Non-streaming replies wait for the modelled generation time too, as the real API does.
     pace_non_streaming: bool = True
     # Tokens due closer together than this are sent as one delta (SSE frames cost more than tokens).
-    min_event_interval: float = Field(default=0.01, ge=0)
+    min_event_interval: float = Field(default=0.01, ge=0, le=MAX_WAIT_SECONDS)
     # Seconds between `ping` events, also while waiting for the first token; 0 turns pings off.
-    ping_interval: float = Field(default=5.0, ge=0)
+    ping_interval: float = Field(default=5.0, ge=0, le=MAX_WAIT_SECONDS)
     # Jitter on time to first token: a named distribution with a relative width.
     ttft_jitter: Literal["none", "uniform", "normal", "lognormal"] = "none"
-    ttft_jitter_width: float = Field(default=0.2, ge=0)
+    ttft_jitter_width: float = Field(default=0.2, ge=0, le=MAX_JITTER_WIDTH)
 
 
 class LimitSettings(_Frozen):
@@ -140,8 +170,8 @@ class CacheSettings(_Frozen):
 
 
 class Price(_Frozen):
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
+    input_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK)
+    output_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK)
 
 
 def _default_prices() -> dict[str, Price]:
@@ -159,11 +189,11 @@ def _default_prices() -> dict[str, Price]:
 class PricingSettings(_Frozen):
     # Keys are model lines ("opus") or exact model ids, which win over their line.
     models: dict[str, Price] = Field(default_factory=_default_prices)
-    fast_multiplier: float = Field(default=6.0, gt=0)
-    batch_multiplier: float = Field(default=0.5, gt=0)
-    cache_write_5m_multiplier: float = Field(default=1.25, ge=0)
-    cache_write_1h_multiplier: float = Field(default=2.0, ge=0)
-    cache_read_multiplier: float = Field(default=0.1, ge=0)
+    fast_multiplier: float = Field(default=6.0, gt=0, le=MAX_PRICE_MULTIPLIER)
+    batch_multiplier: float = Field(default=0.5, gt=0, le=MAX_PRICE_MULTIPLIER)
+    cache_write_5m_multiplier: float = Field(default=1.25, ge=0, le=MAX_PRICE_MULTIPLIER)
+    cache_write_1h_multiplier: float = Field(default=2.0, ge=0, le=MAX_PRICE_MULTIPLIER)
+    cache_read_multiplier: float = Field(default=0.1, ge=0, le=MAX_PRICE_MULTIPLIER)
 
     @field_validator("models")
     @classmethod
@@ -188,10 +218,10 @@ class BatchSettings(_Frozen):
 
     # Seconds from creation until every request of a batch has finished (divided by timing.time_scale).
     # The real API takes minutes to hours; a short default keeps polling tests quick.
-    processing_seconds: float = Field(default=2.0, ge=0)
+    processing_seconds: float = Field(default=2.0, ge=0, le=MAX_BATCH_SECONDS)
     # Seconds a canceled batch stays `canceling` (divided by timing.time_scale): requests due to
     # finish in that window still finish, as in-flight requests do on the real API.
-    cancel_seconds: float = Field(default=1.0, ge=0)
+    cancel_seconds: float = Field(default=1.0, ge=0, le=MAX_BATCH_SECONDS)
     max_requests: int = Field(default=100_000, gt=0)
     max_body_bytes: int = Field(default=256 * MiB, gt=0)
     # Relative weights of each request's outcome, drawn per custom_id from the server seed.

@@ -1,7 +1,15 @@
-"""The usage ledger behind `GET /_admin/usage`: tokens and cost per organisation, model and speed."""
+"""The usage ledger behind `GET /_admin/usage`: tokens and cost per organisation, model and speed.
+
+A row's cost is null when it is unknown: a cost that overflowed to inf before prices were bounded was
+stored that way (JSON has no inf), and a Redis ledger outlives the server that wrote it. Such a row
+still counts as a request with its tokens, adds nothing to `cost_usd`, and is counted in its group's
+`unknown_cost_requests`, so a report says its cost is short instead of failing (it was a 500 until a
+reset). A model without a price costs 0, as before: that is the pricing table's answer, not a lost one.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -42,12 +50,12 @@ class UsageLedger:
             else usage.get("output_tokens", 0),
             usage.get("cache_creation_input_tokens", 0),
             usage.get("cache_read_input_tokens", 0),
-            record.cost_usd or 0.0,
+            _ledger_cost(record.cost_usd),
         )
 
     async def report(self, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
         groups: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(
-            lambda: dict.fromkeys(_FIELDS, 0) | {"cost_usd": 0.0}
+            lambda: dict.fromkeys(_FIELDS, 0) | {"cost_usd": 0.0, "unknown_cost_requests": 0}
         )
         for at, org, model, speed, inp, out, created, read, cost in await self._store.items(LEDGER_KEY):
             if (since is not None and at < since) or (until is not None and at >= until):
@@ -58,7 +66,10 @@ class UsageLedger:
             group["output_tokens"] += out
             group["cache_creation_input_tokens"] += created
             group["cache_read_input_tokens"] += read
-            group["cost_usd"] += cost
+            if isinstance(cost, int | float) and math.isfinite(cost):
+                group["cost_usd"] += cost
+            else:
+                group["unknown_cost_requests"] += 1
         return [
             {
                 "organization": org,
@@ -69,3 +80,11 @@ class UsageLedger:
             }
             for (org, model, speed), values in sorted(groups.items())
         ]
+
+
+def _ledger_cost(cost: float | None) -> float | None:
+    # None (the model has no price) is free by the pricing table; a non-finite cost is unknown, and
+    # stored as None by both stores alike (Redis's JSON already turned inf into null).
+    if cost is None:
+        return 0.0
+    return cost if math.isfinite(cost) else None

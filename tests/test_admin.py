@@ -62,6 +62,51 @@ def test_bad_patch_changes_nothing_and_says_why(running, patch, words):
     assert admin.settings() == before
 
 
+HUGE_PRICE = {"input_per_mtok": 1e308, "output_per_mtok": 1e308}
+
+
+@pytest.mark.parametrize(
+    ("patch", "name"),
+    [
+        # Each was accepted: a price overflowed a reply's cost to inf (null in the usage report, a
+        # 500 from it on Redis), and the timing ones left every reply waiting for ever.
+        ({"pricing": {"models": {"opus": HUGE_PRICE}}}, "pricing.models.opus.input_per_mtok"),
+        ({"pricing": {"fast_multiplier": 1e308}}, "pricing.fast_multiplier"),
+        ({"timing": {"ttft_jitter": "normal", "ttft_jitter_width": 1e300}}, "timing.ttft_jitter_width"),
+        ({"timing": {"ttft_jitter": "uniform", "ttft_jitter_width": 1e300}}, "timing.ttft_jitter_width"),
+        ({"timing": {"time_scale": 1e-300}}, "timing.time_scale"),
+        ({"timing": {"ping_interval": 1e300}}, "timing.ping_interval"),
+        ({"models": [{"id": "m", "display_name": "M", "ttft_seconds": 1e308}]}, "models.0.ttft_seconds"),
+        (
+            {"models": [{"id": "m", "display_name": "M", "output_tokens_per_second": 1e-300}]},
+            "models.0.output_tokens_per_second",
+        ),
+        ({"batches": {"processing_seconds": 1e308}}, "batches.processing_seconds"),
+    ],
+)
+def test_an_absurd_setting_is_a_400_naming_it(running, patch, name):
+    _, admin, client = running
+    before = admin.settings()
+    with pytest.raises(AdminError) as caught:
+        admin.configure(patch)
+    assert caught.value.status == 400
+    assert f"setting '{name}' from admin API: Input should be" in caught.value.message
+    assert admin.settings() == before
+    # ... and the server still answers in its modelled time.
+    assert client.messages.create(model="claude-opus-4-7", max_tokens=5, messages=HELLO).content
+
+
+def test_the_dearest_price_allowed_costs_a_finite_amount(running):
+    _, admin, client = running
+    admin.configure(pricing={"models": {"opus": {"input_per_mtok": 1e6, "output_per_mtok": 1e6}}})
+    reply = client.messages.create(model="claude-opus-4-7", max_tokens=5, messages=HELLO)
+    expected = (reply.usage.input_tokens + reply.usage.output_tokens) * 1e6 / 1e6
+    (row,) = admin.requests(status=200)
+    assert row["cost_usd"] == pytest.approx(expected)
+    report = admin.usage()
+    assert report["total_cost_usd"] == pytest.approx(expected) and report["unknown_cost_requests"] == 0
+
+
 def test_patch_must_be_a_json_object(running):
     server, _, _ = running
     response = httpx.patch(f"{server.url}/_admin/settings", content=b"[1]")

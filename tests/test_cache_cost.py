@@ -194,3 +194,38 @@ def test_cache_entries_live_in_redis_and_are_shared_by_servers(start_server):
         clock.advance(301)
         third = ask(anthropic.Anthropic(api_key="sk-c", base_url=second_server.url, max_retries=0))
         assert third.usage.cache_read_input_tokens == 0  # expired on the fake clock, in Redis too
+
+
+def test_a_ledger_row_of_unknown_cost_is_counted_not_a_500(start_server):
+    # Before prices were bounded, a price of 1e308 made a reply's cost inf, which Redis's JSON stored
+    # as null; GET /_admin/usage then answered 500 (float += None) until a reset. A Redis ledger
+    # outlives the server that wrote it, so such a row is put there as that server did.
+    import asyncio
+    import uuid
+
+    from mockserver import usage
+    from mockserver.state.redis import RedisStateStore
+    from tests.support.redis_server import RedisServer, redis_server_binary
+
+    with RedisServer(redis_server_binary()) as redis:
+        prefix = f"usage-{uuid.uuid4().hex}:"
+        timing = {"time_scale": 1000.0, "pace_non_streaming": False}
+        server = start_server(clock=FakeClock(), timing=timing, storage=redis.url, key_prefix=prefix)
+        client = anthropic.Anthropic(api_key="sk-u", base_url=server.url, max_retries=0)
+        reply = client.messages.create(model="claude-opus-4-7", max_tokens=5, messages=QUESTION)
+        with AdminClient(server.url) as admin:
+            (row,) = admin.requests(status=200)
+
+            async def write_unknown_cost_row() -> None:
+                store = RedisStateStore(redis.url, key_prefix=prefix)
+                old = (row["started_at"], row["organization"], row["model"], row["speed"], 7, 3, 0, 0, None)
+                await store.append(usage.LEDGER_KEY, old, max_len=usage.MAX_ROWS)
+                await store.close()
+
+            asyncio.run(write_unknown_cost_row())
+            report = admin.usage()
+    (group,) = report["data"]
+    assert group["requests"] == 2 and group["unknown_cost_requests"] == 1
+    assert group["input_tokens"] == reply.usage.input_tokens + 7
+    assert group["cost_usd"] == pytest.approx(row["cost_usd"], abs=1e-6)  # the known row's cost only
+    assert report["total_cost_usd"] == group["cost_usd"] and report["unknown_cost_requests"] == 1

@@ -258,7 +258,10 @@ def test_time_scale_flag_sets_the_timing_setting():
 def test_a_bad_time_scale_names_the_setting_and_the_command_line():
     ended = run_to_the_end([*SERVE, "--time-scale", "0"])
     assert ended.status == 2 and ended.stdout == ""
-    assert "setting 'timing.time_scale' from command line: Input should be greater than 0" in ended.stderr
+    assert (
+        "setting 'timing.time_scale' from command line: Input should be greater than or equal to 0.001"
+        in ended.stderr
+    )
 
 
 def test_paths_in_a_config_file_are_relative_to_the_file(tmp_path):

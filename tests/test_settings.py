@@ -232,3 +232,92 @@ def test_a_misspelled_environment_variable_is_named(name, where):
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={name: "3"})
     assert f"setting {where} from environment variable {name}: unknown setting" in str(caught.value)
+
+
+# Finite but absurd values were accepted, and every reply then waited for ever (a TTFT of 1e308 s,
+# 1e-300 tokens a second, a time_scale of 1e-300, a jitter width of 1e300), or a price overflowed a
+# reply's cost to inf (stored as null in the usage ledger, which then answered 500).
+OUT_OF_BOUNDS = [
+    ("timing.time_scale", 1e-300),
+    ("timing.time_scale", 0.0009),
+    ("timing.time_scale", 1_000_001),
+    ("timing.ttft_jitter_width", 1e300),
+    ("timing.ttft_jitter_width", 10.5),
+    ("timing.min_event_interval", 3_601),
+    ("timing.ping_interval", 1e300),
+    ("pricing.fast_multiplier", 1e308),
+    ("pricing.batch_multiplier", 1_001),
+    ("pricing.cache_write_5m_multiplier", 1e300),
+    ("pricing.cache_write_1h_multiplier", 1e300),
+    ("pricing.cache_read_multiplier", 1e300),
+    ("pricing.models.opus.input_per_mtok", 1e308),
+    ("pricing.models.opus.output_per_mtok", 1_000_001),
+    ("batches.processing_seconds", 1e308),
+    ("batches.cancel_seconds", 1e308),
+]
+
+
+def _nested(dotted: str, value: object) -> dict[str, object]:
+    *tables, key = dotted.split(".")
+    data: dict[str, object] = {key: value}
+    for table in reversed(tables):
+        data = {table: data}
+    return data
+
+
+@pytest.mark.parametrize(("name", "value"), OUT_OF_BOUNDS)
+def test_settings_out_of_bounds_are_refused_naming_the_setting_and_the_layer(name, value):
+    if name.startswith("pricing.models.opus."):  # a price row needs both rates
+        row = {"input_per_mtok": 5.0, "output_per_mtok": 25.0, name.rsplit(".", 1)[1]: value}
+        overrides = _nested("pricing.models.opus", row)
+    else:
+        overrides = _nested(name, value)
+    with pytest.raises(ConfigError, match=rf"setting '{name}' from command line: Input should be"):
+        load_settings(environ={}, overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("ttft_seconds", 1e308, "less than or equal to 3600"),
+        ("output_tokens_per_second", 1e-300, "greater than or equal to 0.1"),
+        ("output_tokens_per_second", 1e300, "less than or equal to 1000000"),
+        ("fast_multiplier", 1e-300, "greater than or equal to 1"),
+        ("fast_multiplier", 101, "less than or equal to 100"),
+    ],
+)
+def test_a_model_row_out_of_bounds_is_refused_naming_the_row(tmp_path, key, value, words):
+    config = tmp_path / "m.toml"
+    config.write_text(f'[[models]]\nid = "slow"\ndisplay_name = "Slow"\n{key} = {value!r}\n')
+    with pytest.raises(ConfigError, match=rf"setting 'models.0.{key}' from config file {config}: .*{words}"):
+        load_settings(config_file=config, environ={})
+
+
+def test_time_scale_out_of_bounds_from_the_environment_names_the_variable():
+    with pytest.raises(
+        ConfigError, match=r"'timing.time_scale' from environment variable MOCKSERVER_TIMING__"
+    ):
+        load_settings(environ={"MOCKSERVER_TIMING__TIME_SCALE": "1e-300"})
+
+
+def test_settings_at_their_bounds_are_accepted():
+    timing = {
+        "time_scale": 0.001,
+        "ttft_jitter_width": 10,
+        "min_event_interval": 3_600,
+        "ping_interval": 3_600,
+    }
+    row = {"id": "edge", "display_name": "Edge", "ttft_seconds": 3_600, "output_tokens_per_second": 0.1}
+    price = {"input_per_mtok": 1e6, "output_per_mtok": 1e6}
+    pricing = {"models": {"opus": price}, "fast_multiplier": 1_000}
+    settings = load_settings(environ={}, overrides={"timing": timing, "models": [row], "pricing": pricing})
+    assert settings.timing.time_scale == 0.001 and settings.pricing.models["opus"].output_per_mtok == 1e6
+    assert load_settings(environ={}, overrides={"timing": {"time_scale": 1e6}}).timing.time_scale == 1e6
+
+
+def test_a_jittered_ttft_stays_within_the_longest_a_row_may_set():
+    from mockserver.pacing import jittered
+    from mockserver.settings import MAX_WAIT_SECONDS
+
+    draws = [jittered(3_600.0, "normal", 10.0, seed) for seed in range(200)]
+    assert max(draws) == MAX_WAIT_SECONDS and min(draws) >= 0.0

@@ -164,7 +164,8 @@ async def usage(request: Request) -> Response:
             bounds[name] = bound
     rows = await state.usage.report(**bounds)
     total = round(sum(row["cost_usd"] for row in rows), 6)
-    return json_response(request, {"data": rows, "total_cost_usd": total})
+    unknown = sum(row["unknown_cost_requests"] for row in rows)  # their cost is not in the total
+    return json_response(request, {"data": rows, "total_cost_usd": total, "unknown_cost_requests": unknown})
 
 
 async def metrics(request: Request) -> Response:
