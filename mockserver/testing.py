@@ -129,7 +129,11 @@ def connect(url: str, *, token: str | None = None, timeout: float = 10.0) -> Run
         except httpx.HTTPError as exc:
             if time.monotonic() > deadline:
                 admin.close()
-                raise RuntimeError(f"no mockserver answered at {url} within {timeout} s: {exc}") from None
+                raise RuntimeError(
+                    f"no mockserver answered at {url} within {timeout} s: {exc}; start one there "
+                    "(`mockserver serve --port <port>`, or the compose service), or leave out "
+                    "--mockserver-url and the plugin starts its own"
+                ) from None
         time.sleep(0.1)
 
 

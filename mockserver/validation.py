@@ -137,7 +137,7 @@ def parse_json(payload: bytes | str, *, what: str = "Request body") -> dict[str,
     try:
         data = jsonload.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"{what} is not valid JSON: {exc}") from None
+        raise InvalidRequestError(f"{what} is not valid JSON: {_undecodable(payload) or exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequestError(f"{what} must be a JSON object, got {_json_type(data)}")
     return data
@@ -207,6 +207,17 @@ def _check_version_rules(body: MessagesBody, raw: dict[str, Any], version: str) 
                 )
             if message.role == "user" and block.type == "text" and getattr(block, "citations", None):
                 raise InvalidRequestError(f"messages.{i}.content.{j}.citations: not allowed in user messages")
+
+
+def _undecodable(payload: bytes | str) -> str | None:
+    """Where a body stops being UTF-8: orjson says "surrogates not allowed" at char 0 for any bad byte."""
+    if isinstance(payload, str):
+        return None
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"it is not UTF-8 (byte 0x{payload[exc.start]:02x} at offset {exc.start}); send JSON in UTF-8"
+    return None
 
 
 def _json_type(value: Any) -> str:

@@ -135,6 +135,22 @@ def test_messages_name_fields_not_classes(server, content, message):
     assert response.json()["error"]["message"].startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ('{"model": "caf\xe9"}'.encode("latin-1"), "byte 0xe9 at offset 14"),
+        ('{"a":1}'.encode("utf-16"), "byte 0xff at offset 0"),
+    ],
+)
+def test_a_body_not_in_utf_8_says_so(server, body, where):
+    # orjson said "str is not valid UTF-8: surrogates not allowed: line 1 column 1 (char 0)" for any of them
+    response = httpx.post(f"{server.url}/v1/messages", content=body, headers=_headers())
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        f"Request body is not valid JSON: it is not UTF-8 ({where}); send JSON in UTF-8"
+    )
+
+
 def test_sampling_parameters_depend_on_api_version(server):
     body = {"model": "claude-opus-4-7", "max_tokens": 8, "messages": HELLO, "temperature": 0.5}
     old = httpx.post(f"{server.url}/v1/messages", json=body, headers=_headers(version="2023-06-01"))

@@ -161,6 +161,9 @@ def test_unreachable_external_server_fails_clearly(pytester):
     )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*mockserver: no mockserver answered at http://127.0.0.1:9 within 0.2 s*"])
+    result.stdout.fnmatch_lines(
+        ["*start one there*or leave out*--mockserver-url and the plugin starts its own*"]
+    )
 
 
 def test_the_example_suite_passes(pytester):
