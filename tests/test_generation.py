@@ -135,15 +135,20 @@ MANY_PROPERTIES = {
 }
 
 
-def test_thousands_of_generated_properties_are_answered_promptly(server):
-    body = {
+def forced_tool_stream(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """A streamed request that must call tool `f` with an input for `schema`."""
+    return {
         "model": MODEL,
-        "max_tokens": 128_000,
+        "max_tokens": max_tokens,
         "stream": True,
         "messages": HELLO,
-        "tools": [{"name": "f", "input_schema": MANY_PROPERTIES}],
+        "tools": [{"name": "f", "input_schema": schema}],
         "tool_choice": {"type": "any"},
     }
+
+
+def test_thousands_of_generated_properties_are_answered(server):
+    body = forced_tool_stream(MANY_PROPERTIES, 128_000)
     pieces: list[str] = []
     # The timeout guards against a stall only; bench/schema_generation.py measures the time
     # (quadratic naming took 64 s cold at 9,000 properties, now ~1 s).
@@ -553,14 +558,7 @@ def test_a_schema_no_value_satisfies_is_a_400_naming_the_keyword(client):
 
 
 def test_a_stream_with_an_unanswerable_schema_is_a_400_before_any_event(server):
-    body = {
-        "model": MODEL,
-        "max_tokens": 100,
-        "stream": True,
-        "messages": HELLO,
-        "tools": [{"name": "f", "input_schema": UNANSWERABLE}],
-        "tool_choice": {"type": "any"},
-    }
+    body = forced_tool_stream(UNANSWERABLE, 100)
     with httpx.stream("POST", f"{server.url}/v1/messages", json=body, headers=HEADERS) as response:
         assert response.status_code == 400
         assert response.headers["content-type"].startswith("application/json")
