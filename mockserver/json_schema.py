@@ -28,6 +28,7 @@ from mockserver.patterns import (
     compile_error,
     pattern_keys,
     screen,
+    time_limit,
 )
 from mockserver.rng import SeededRandom
 
@@ -347,15 +348,16 @@ def answer(schema: Any, rng: Random) -> Any:
     if answerer.problem is not None:
         raise Unanswerable(answerer.problem)
     deadline = time.monotonic() + ANSWER_SECONDS
-    for _ in range(REDRAWS):
-        try:
-            value = answerer.draw(rng, deadline=deadline)
-            if answerer.valid(value):
-                return value
-        except GiveUp:
-            continue
-        except PatternTimeout:
-            break  # another draw would only meet the same pattern again
+    with time_limit(deadline):
+        for _ in range(REDRAWS):
+            try:
+                value = answerer.draw(rng, deadline=deadline)
+                if answerer.valid(value):
+                    return value
+            except GiveUp:
+                continue
+            except PatternTimeout:
+                break  # another draw would only meet the same pattern again
     return copy.deepcopy(answerer.fallback)
 
 
@@ -414,26 +416,30 @@ class _Answerer:
             return False
 
     def _probe(self) -> None:
+        deadline = time.monotonic() + PROBE_SECONDS
+        try:
+            with time_limit(deadline):  # all the matches of the probe together, its explaining too
+                self.problem = self._find_fallback(deadline)
+        except PatternTimeout as exc:
+            self.problem = _too_slow(self.schema, exc)
+
+    def _find_fallback(self, deadline: float) -> str | None:
+        """Draws until one is valid (kept as the fallback); else why none is, as a problem."""
         drawn: list[Any] = []  # the first invalid value, if any draw finished
         gave_up: GiveUp | None = None
-        deadline = time.monotonic() + PROBE_SECONDS
         for seed in range(PROBES):
             try:
                 value = self.draw(SeededRandom(seed), minimal=seed == PROBES - 1, deadline=deadline)
                 if self.valid(value):
                     self.fallback = value
-                    return
+                    return None
             except GiveUp as exc:
                 gave_up = gave_up or exc
                 continue
-            except PatternTimeout as exc:
-                self.problem = _too_slow(self.schema, exc.pattern)
-                return
             drawn = drawn or [value]
         if drawn:
-            self.problem = self._explain(drawn[0])
-        else:
-            self.problem = f"the mock cannot generate a value for this schema: {gave_up}"
+            return self._explain(drawn[0])
+        return f"the mock cannot generate a value for this schema: {gave_up}"
 
     def _explain(self, value: Any) -> str:
         from jsonschema.exceptions import best_match
@@ -475,10 +481,17 @@ class _Answerer:
         return [name for name, sub in node.items() if sub is False] if isinstance(node, dict) else []
 
 
-def _too_slow(schema: Any, pattern: str) -> str:
-    keyword, where = _pattern_place(schema, pattern)
+def _too_slow(schema: Any, timeout: PatternTimeout) -> str:
+    keyword, where = _pattern_place(schema, timeout.pattern)
+    shown = _shorten(repr(timeout.pattern), 80)
+    if timeout.cumulative:
+        return (
+            f"{keyword} at {where}: matching the pattern {shown} against the generated strings takes "
+            f"longer in all than the {PROBE_SECONDS:.0f} s the mock gives one schema (it backtracks), "
+            "so the mock cannot answer it"
+        )
     return (
-        f"{keyword} at {where}: the pattern {_shorten(repr(pattern), 80)} takes longer than "
+        f"{keyword} at {where}: the pattern {shown} takes longer than "
         f"{MATCH_TIMEOUT * 1000:.0f} ms to match a generated string (it backtracks without end), "
         "so the mock cannot check a value against it"
     )

@@ -10,8 +10,11 @@ covers the fourth keyword that matches with `re`, `unevaluatedProperties`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import regex
@@ -21,12 +24,29 @@ import regex
 MATCH_TIMEOUT = 0.05
 
 
-class PatternTimeout(Exception):
-    """Matching `pattern` took longer than `MATCH_TIMEOUT`: the schema cannot be answered in time."""
+# When set, the `time.monotonic()` by which every match of the current answer must be done: 50 ms
+# per match still allows a schema a few hundred slow ones (a slow pattern times many names).
+_DEADLINE: ContextVar[float | None] = ContextVar("mockserver_pattern_deadline", default=None)
 
-    def __init__(self, pattern: str) -> None:
+
+class PatternTimeout(Exception):
+    """Matching `pattern` took longer than `MATCH_TIMEOUT`, or ran past the `time_limit` of all the
+    matches (`cumulative`): the schema cannot be answered in time."""
+
+    def __init__(self, pattern: str, *, cumulative: bool = False) -> None:
         super().__init__(pattern)
         self.pattern = pattern
+        self.cumulative = cumulative
+
+
+@contextlib.contextmanager
+def time_limit(deadline: float) -> Iterator[None]:
+    """Every match within the block must end by `deadline` (a `time.monotonic()` reading)."""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 def compile_error(pattern: str) -> str | None:
@@ -40,10 +60,17 @@ def compile_error(pattern: str) -> str | None:
 
 def search(pattern: str, text: str) -> bool:
     """`re.search(pattern, text)`, raising `PatternTimeout` rather than running on."""
+    timeout, cumulative = MATCH_TIMEOUT, False
+    deadline = _DEADLINE.get()
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PatternTimeout(pattern, cumulative=True)
+        timeout, cumulative = min(timeout, left), left < timeout
     try:
-        return _compiled(pattern).search(text, timeout=MATCH_TIMEOUT) is not None
+        return _compiled(pattern).search(text, timeout=timeout) is not None
     except TimeoutError:
-        raise PatternTimeout(pattern) from None
+        raise PatternTimeout(pattern, cumulative=cumulative) from None
 
 
 @functools.lru_cache(maxsize=1024)

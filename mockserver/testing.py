@@ -586,8 +586,9 @@ def describe_unused_replies(rows: Sequence[Row]) -> str:
     return (
         f"{len(rows)} scripted repl{'y was' if len(rows) == 1 else 'ies were'} not used up: {shown}{more}. "
         "No request matched them (their model/speed/contains filters, or a tool_use for a tool the "
-        "request did not offer), or fewer requests came than scripted; mockserver.requests() shows "
-        "what came"
+        "request did not offer), fewer requests came than scripted, or one that took a reply was "
+        "refused or abandoned by its client before the answer went out (the use is given back); "
+        "mockserver.requests() shows what came"
     )
 
 

@@ -174,7 +174,9 @@ def describe(exc: ValidationError) -> str:
     """The first problem, worded like the real API: `messages.0.content: Field required`."""
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     error = min(errors, key=lambda e: (e["type"] != "missing", -len(e["loc"])))
-    path = ".".join(str(part) for part in error["loc"] if not _not_a_field(part))
+    loc = error["loc"]
+    # The last part is what the error is about (an unknown field, a dict key): always shown.
+    path = ".".join(str(part) for i, part in enumerate(loc) if not _not_a_field(part, last=i == len(loc) - 1))
     message = "Extra inputs are not permitted" if error["type"] == "extra_forbidden" else error["msg"]
     message = _CLASS_NAMED.sub("", message.removeprefix("Value error, "))
     return f"{path}: {message}" if path else message
@@ -182,13 +184,32 @@ def describe(exc: ValidationError) -> str:
 
 # pydantic names the member of a union it tried (`TextBlock`, `list[...]`, `function-after[...]`) in
 # the path and the class it wanted in "a valid dictionary or instance of _Request": neither is a
-# name the API's caller knows. The API's own fields are snake_case.
-_UNION_MEMBER = re.compile(r"[A-Z][A-Za-z0-9]*|.*\[.*\]|str|int|float|bool")
+# name the API's caller knows. Only pydantic's own labels are left out, never a caller's key.
+_TYPE_LABEL = re.compile(
+    r"(?:list|dict|tuple|set|nullable|union|tagged-union|function-\w+|[a-z-]+-or-[a-z-]+)\[.*\]"
+)
 _CLASS_NAMED = re.compile(r" or instance of \w+")
 
 
-def _not_a_field(part: str | int) -> bool:
-    return isinstance(part, str) and (part.startswith(TAG) or _UNION_MEMBER.fullmatch(part) is not None)
+@functools.cache
+def _model_names() -> frozenset[str]:
+    """The class names of every pydantic model loaded: the labels of union members in a path."""
+    found: set[str] = set()
+    stack = [BaseModel]
+    while stack:
+        for cls in stack.pop().__subclasses__():
+            found.add(cls.__name__)
+            stack.append(cls)
+    return frozenset(found)
+
+
+def _not_a_field(part: str | int, *, last: bool) -> bool:
+    if not isinstance(part, str):
+        return False
+    if part.startswith(TAG):  # our own tags of union members
+        return True
+    # The last part is what the error is about (an unknown field, a dict key): a caller's name.
+    return not last and (part in _model_names() or _TYPE_LABEL.fullmatch(part) is not None)
 
 
 def _check_version_rules(body: MessagesBody, raw: dict[str, Any], version: str) -> None:

@@ -198,6 +198,19 @@ EVIL = "^(a|a)*$"  # 2^n steps to fail on n letters and a "!"
             },
             "patternProperties at anyOf/0: the pattern",
         ),
+        (  # ~35 ms a name, under the 50 ms a match may take, for each of 100 names: 15 s in all
+            {
+                "type": "object",
+                "minProperties": 100,
+                "additionalProperties": False,
+                "patternProperties": {
+                    "^a{17}[b-z][b-z][b-z]$": {"type": "integer"},
+                    EVIL: {"type": "integer"},
+                },
+            },
+            "patternProperties at (root): matching the pattern '^(a|a)*$' against the generated strings "
+            "takes longer in all than the 2 s",
+        ),
     ],
 )
 def test_a_pattern_that_backtracks_without_end_is_a_400_naming_it(server, schema, expected):

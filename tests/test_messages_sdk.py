@@ -126,6 +126,11 @@ def test_malformed_bodies_name_the_field(server, body, field):
             "messages.0.content.0.source.content.0.text: Field required",
         ),
         ([{"type": "image", "source": 5}], "messages.0.content.0.source: Input should be an object whose"),
+        # A caller's own capitalised names are fields, not classes: they stay in the path.
+        (
+            [{"type": "text", "text": "x", "CacheControl": {}}],
+            "messages.0.content.0.CacheControl: Extra inputs",
+        ),
     ],
 )
 def test_messages_name_fields_not_classes(server, content, message):
