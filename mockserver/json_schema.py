@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from random import Random
 from typing import Any
@@ -499,48 +500,43 @@ def _too_slow(schema: Any, timeout: PatternTimeout) -> str:
 
 def _pattern_place(schema: Any, pattern: str) -> tuple[str, str]:
     """The keyword (`pattern` or `patternProperties`) that holds `pattern`, and where."""
-    stack: list[tuple[Any, str]] = [(schema, "")]
-    while stack:
-        node, where = stack.pop()
-        if isinstance(node, dict):
-            if node.get("pattern") == pattern:
-                return "pattern", where or "(root)"
-            if isinstance(node.get("patternProperties"), dict) and pattern in node["patternProperties"]:
-                return "patternProperties", where or "(root)"
-            stack.extend((child, _join(where, str(key))) for key, child in node.items())
-        elif isinstance(node, list):
-            stack.extend((child, _join(where, str(index))) for index, child in enumerate(node))
+    for node, where in _objects(schema):
+        if node.get("pattern") == pattern:
+            return "pattern", where or "(root)"
+        if isinstance(node.get("patternProperties"), dict) and pattern in node["patternProperties"]:
+            return "patternProperties", where or "(root)"
     return "pattern", "(root)"
 
 
 def _not_a_schema(schema: Any) -> str | None:
     """Names the first local `$ref` that points at a value that is not a schema (`#/required`)."""
-    stack: list[tuple[Any, str]] = [(schema, "")]
-    while stack:
-        node, where = stack.pop()
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            target = resolve(ref, schema)
-            if isinstance(ref, str) and target is not None and not isinstance(target, dict | bool):
-                kind = "an array" if isinstance(target, list) else f"the value {_shorten(repr(target), 40)}"
-                return f"$ref at {where or '(root)'}: {ref!r} points at {kind}, not a schema"
-            stack.extend((value, _join(where, str(key))) for key, value in reversed(node.items()))
-        elif isinstance(node, list):
-            stack.extend((value, _join(where, str(i))) for i, value in reversed(list(enumerate(node))))
+    for node, where in _objects(schema):
+        ref = node.get("$ref")
+        target = resolve(ref, schema)
+        if isinstance(ref, str) and target is not None and not isinstance(target, dict | bool):
+            kind = "an array" if isinstance(target, list) else f"the value {_shorten(repr(target), 40)}"
+            return f"$ref at {where or '(root)'}: {ref!r} points at {kind}, not a schema"
     return None
 
 
 def _mentions(schema: Any, keyword: str) -> bool:
-    stack = [schema]
+    return any(keyword in node for node, _ in _objects(schema))
+
+
+def _objects(schema: Any) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every object in `schema`, in document order, with where it stands ("properties/a"; "" at the
+    root)."""
+    stack: list[tuple[Any, str]] = [(schema, "")]
     while stack:
-        node = stack.pop()
+        node, where = stack.pop()
         if isinstance(node, dict):
-            if keyword in node:
-                return True
-            stack.extend(node.values())
+            yield node, where
+            children = [(child, _join(where, str(key))) for key, child in node.items()]
         elif isinstance(node, list):
-            stack.extend(node)
-    return False
+            children = [(child, _join(where, str(index))) for index, child in enumerate(node)]
+        else:
+            continue
+        stack.extend(reversed(children))
 
 
 def _shorten(text: str, limit: int = 200) -> str:

@@ -175,7 +175,6 @@ def describe(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     error = min(errors, key=lambda e: (e["type"] != "missing", -len(e["loc"])))
     loc = error["loc"]
-    # The last part is what the error is about (an unknown field, a dict key): always shown.
     path = ".".join(str(part) for i, part in enumerate(loc) if not _not_a_field(part, last=i == len(loc) - 1))
     message = "Extra inputs are not permitted" if error["type"] == "extra_forbidden" else error["msg"]
     message = _CLASS_NAMED.sub("", message.removeprefix("Value error, "))

@@ -69,11 +69,12 @@ async def sleep_unless_hung_up(request: Request, clock: Clock, seconds: float) -
     # for every paced reply, and the race cost ~35 us more per request.
     sleeper = asyncio.current_task()
     assert sleeper is not None
-    state = {"sleeping": True, "hung_up": False}
+    sleeping, hung_up = True, False
 
     def on_hang_up(watcher: asyncio.Future[None]) -> None:
-        if state["sleeping"] and not watcher.cancelled() and watcher.exception() is None:
-            state["hung_up"] = True
+        nonlocal hung_up
+        if sleeping and not watcher.cancelled() and watcher.exception() is None:
+            hung_up = True
             sleeper.cancel()
 
     watcher = asyncio.ensure_future(_hang_up(request))
@@ -81,18 +82,24 @@ async def sleep_unless_hung_up(request: Request, clock: Clock, seconds: float) -
     try:
         await clock.sleep(seconds)
     except asyncio.CancelledError:
-        if not state["hung_up"]:
+        if not hung_up:
             raise
         sleeper.uncancel()  # this cancel was ours: the task goes on to record the request as 499
         raise ClientDisconnect() from None
     finally:
-        state["sleeping"] = False  # a hang-up noticed from now on is no longer this sleep's
+        sleeping = False  # a hang-up noticed from now on is no longer this sleep's
         watcher.cancel()
 
 
 async def _hang_up(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass  # more body after a complete one cannot come; a server would send nothing else
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+        if not message.get("more_body", False):
+            # The body was read whole already; a server that answers again with an empty last
+            # chunk (none of uvicorn's protocols does) can tell us nothing more.
+            await asyncio.Event().wait()
 
 
 async def _read_streamed(request: Request, limit: int) -> bytes:
