@@ -24,14 +24,32 @@ import regex
 MATCH_TIMEOUT = 0.05
 
 
-# When set, the `time.monotonic()` by which every match of the current answer must be done: 50 ms
-# per match still allows a schema a few hundred slow ones (a slow pattern times many names).
-_DEADLINE: ContextVar[float | None] = ContextVar("mockserver_pattern_deadline", default=None)
+class _Limit:
+    """The `time_limit` in force: its deadline, and the time each pattern has taken under it."""
+
+    __slots__ = ("deadline", "spent")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.spent: dict[str, float] = {}
+
+    def count(self, pattern: str, started: float) -> None:
+        self.spent[pattern] = self.spent.get(pattern, 0.0) + time.monotonic() - started
+
+    def slowest(self, running: str) -> str:
+        # The pattern to blame when time runs out: the one that took it, not the one that happened
+        # to be running (a quick pattern can be the last of many slow matches).
+        return max(self.spent, key=self.spent.__getitem__, default=running)
+
+
+# When set, every match of the current answer must be done by its deadline: 50 ms a match still
+# allows a schema a few hundred slow ones (a slow pattern times many names).
+_LIMIT: ContextVar[_Limit | None] = ContextVar("mockserver_pattern_limit", default=None)
 
 
 class PatternTimeout(Exception):
-    """Matching `pattern` took longer than `MATCH_TIMEOUT`, or ran past the `time_limit` of all the
-    matches (`cumulative`): the schema cannot be answered in time."""
+    """Matching `pattern` took longer than `MATCH_TIMEOUT`, or the matches ran past the `time_limit`
+    of all of them (`cumulative`; `pattern` is then the one that took most of it)."""
 
     def __init__(self, pattern: str, *, cumulative: bool = False) -> None:
         super().__init__(pattern)
@@ -42,11 +60,11 @@ class PatternTimeout(Exception):
 @contextlib.contextmanager
 def time_limit(deadline: float) -> Iterator[None]:
     """Every match within the block must end by `deadline` (a `time.monotonic()` reading)."""
-    token = _DEADLINE.set(deadline)
+    token = _LIMIT.set(_Limit(deadline))
     try:
         yield
     finally:
-        _DEADLINE.reset(token)
+        _LIMIT.reset(token)
 
 
 def compile_error(pattern: str) -> str | None:
@@ -60,17 +78,25 @@ def compile_error(pattern: str) -> str | None:
 
 def search(pattern: str, text: str) -> bool:
     """`re.search(pattern, text)`, raising `PatternTimeout` rather than running on."""
-    timeout, cumulative = MATCH_TIMEOUT, False
-    deadline = _DEADLINE.get()
-    if deadline is not None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise PatternTimeout(pattern, cumulative=True)
-        timeout, cumulative = min(timeout, left), left < timeout
+    limit = _LIMIT.get()
+    if limit is None:
+        try:
+            return _compiled(pattern).search(text, timeout=MATCH_TIMEOUT) is not None
+        except TimeoutError:
+            raise PatternTimeout(pattern) from None
+    started = time.monotonic()
+    left = limit.deadline - started
+    if left <= 0:
+        raise PatternTimeout(limit.slowest(pattern), cumulative=True)
     try:
-        return _compiled(pattern).search(text, timeout=timeout) is not None
+        found = _compiled(pattern).search(text, timeout=min(MATCH_TIMEOUT, left)) is not None
     except TimeoutError:
-        raise PatternTimeout(pattern, cumulative=cumulative) from None
+        limit.count(pattern, started)
+        if left >= MATCH_TIMEOUT:
+            raise PatternTimeout(pattern) from None
+        raise PatternTimeout(limit.slowest(pattern), cumulative=True) from None
+    limit.count(pattern, started)
+    return found
 
 
 @functools.lru_cache(maxsize=1024)
